@@ -1,0 +1,420 @@
+//! JWT verification: who a token names and in what role.
+//!
+//! The algorithm is pinned by configuration: an HS256 shared secret, or a PEM public
+//! key whose type decides RS256, ES256 or EdDSA. A token signed with any other
+//! algorithm, including `none`, is rejected. `exp` is required; `iss` and `aud` are
+//! checked when configured. The principal id is `sub`, or `user_id` as Django
+//! SimpleJWT writes it (a number or a string).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::id::Id;
+
+/// What a principal may do; see DESIGN.md for the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A rider: its own bookings.
+    User,
+    /// A driver: itself and the bookings offered to or accepted by it.
+    Driver,
+    /// An operator: everything.
+    Admin,
+    /// A backend microservice or ws-edge: everything.
+    Service,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Driver => "driver",
+            Role::Admin => "admin",
+            Role::Service => "service",
+        }
+    }
+
+    /// # Errors
+    /// [`AuthError::UnknownRole`] for anything but the four role names.
+    pub fn parse(s: &str) -> Result<Self, AuthError> {
+        match s {
+            "user" => Ok(Role::User),
+            "driver" => Ok(Role::Driver),
+            "admin" => Ok(Role::Admin),
+            "service" => Ok(Role::Service),
+            other => Err(AuthError::UnknownRole(other.to_owned())),
+        }
+    }
+
+    /// Admins and services may act on anything.
+    pub fn is_privileged(self) -> bool {
+        matches!(self, Role::Admin | Role::Service)
+    }
+}
+
+/// The verified identity behind a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub id: Id,
+    pub role: Role,
+    /// The token's `exp`, in seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+/// Why a token was refused. The messages never contain the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no token: send `authorization: Bearer <JWT>`")]
+    Missing,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not signed with the configured algorithm ({0:?})")]
+    WrongAlgorithm(Algorithm),
+    #[error("the token's signature is not valid")]
+    BadSignature,
+    #[error("the token has no `{0}` claim")]
+    MissingClaim(&'static str),
+    #[error("the token's issuer is not the configured one")]
+    WrongIssuer,
+    #[error("the token's audience is not the configured one")]
+    WrongAudience,
+    #[error("the token's role {0:?} is not one of user, driver, admin, service")]
+    UnknownRole(String),
+    #[error("the token's subject is not a valid id: {0}")]
+    BadSubject(String),
+    #[error("the token is malformed: {0}")]
+    Malformed(String),
+    #[error("the JWT key is unusable: {0}")]
+    BadKey(String),
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: Option<serde_json::Value>,
+    user_id: Option<serde_json::Value>,
+    role: Option<String>,
+    exp: u64,
+}
+
+/// Checks tokens against one pinned key and algorithm.
+#[derive(Clone)]
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.validation.algorithms)
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// A verifier for HS256 tokens signed with `secret`.
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self::with(DecodingKey::from_secret(secret), Algorithm::HS256)
+    }
+
+    /// A verifier for a PEM public key: RSA keys pin RS256, P-256 keys ES256 and
+    /// Ed25519 keys EdDSA.
+    ///
+    /// # Errors
+    /// [`AuthError::BadKey`] when the PEM holds none of these.
+    pub fn public_key_pem(pem: &[u8]) -> Result<Self, AuthError> {
+        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            return Ok(Self::with(key, Algorithm::RS256));
+        }
+        if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+            return Ok(Self::with(key, Algorithm::ES256));
+        }
+        if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+            return Ok(Self::with(key, Algorithm::EdDSA));
+        }
+        Err(AuthError::BadKey(
+            "expected a PEM RSA, EC P-256 or Ed25519 public key".into(),
+        ))
+    }
+
+    fn with(key: DecodingKey, algorithm: Algorithm) -> Self {
+        let mut validation = Validation::new(algorithm);
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_aud = false;
+        // Tokens are minted by the platform's own backends; expiry is exact.
+        validation.leeway = 0;
+        Self { key, validation }
+    }
+
+    /// Also require this `iss`.
+    pub fn require_issuer(mut self, issuer: &str) -> Self {
+        self.validation.set_issuer(&[issuer]);
+        self
+    }
+
+    /// Also require this `aud`.
+    pub fn require_audience(mut self, audience: &str) -> Self {
+        self.validation.set_audience(&[audience]);
+        self.validation.validate_aud = true;
+        self
+    }
+
+    /// Verifies `token` and returns the principal it names.
+    ///
+    /// # Errors
+    /// [`AuthError`] says why the token is refused.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| self.explain(e))?;
+        let claims = data.claims;
+        let raw_id = claims
+            .sub
+            .or(claims.user_id)
+            .ok_or(AuthError::MissingClaim("sub"))?;
+        let id = match raw_id {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            other => {
+                return Err(AuthError::BadSubject(format!(
+                    "{other} is not a string or number"
+                )));
+            }
+        };
+        let id = Id::new(id).map_err(|e| AuthError::BadSubject(e.to_string()))?;
+        let role = Role::parse(&claims.role.ok_or(AuthError::MissingClaim("role"))?)?;
+        Ok(Principal {
+            id,
+            role,
+            expires_at: claims.exp,
+        })
+    }
+
+    fn explain(&self, e: jsonwebtoken::errors::Error) -> AuthError {
+        match e.kind() {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                AuthError::WrongAlgorithm(self.validation.algorithms[0])
+            }
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            ErrorKind::MissingRequiredClaim(c) if c == "exp" => AuthError::MissingClaim("exp"),
+            ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+            ErrorKind::InvalidAudience => AuthError::WrongAudience,
+            ErrorKind::Json(e) if e.to_string().contains("missing field `exp`") => {
+                AuthError::MissingClaim("exp")
+            }
+            other => AuthError::Malformed(format!("{other:?}")),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct MintClaims<'a> {
+    sub: &'a str,
+    role: &'a str,
+    exp: u64,
+    iat: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+}
+
+/// Mints HS256 tokens: the CLI's `token` command, ws-edge's own service credential,
+/// tests.
+#[derive(Clone)]
+pub struct Signer {
+    key: EncodingKey,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+impl Signer {
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self {
+            key: EncodingKey::from_secret(secret),
+            issuer: None,
+            audience: None,
+        }
+    }
+
+    pub fn issuer(mut self, issuer: Option<String>) -> Self {
+        self.issuer = issuer;
+        self
+    }
+
+    pub fn audience(mut self, audience: Option<String>) -> Self {
+        self.audience = audience;
+        self
+    }
+
+    /// A token for `sub` in `role`, valid for `ttl` from now.
+    ///
+    /// # Errors
+    /// Only if signing fails, which HS256 does not.
+    pub fn mint(&self, sub: &str, role: Role, ttl: Duration) -> Result<String, AuthError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let claims = MintClaims {
+            sub,
+            role: role.as_str(),
+            exp: now + ttl.as_secs(),
+            iat: now,
+            iss: self.issuer.as_deref(),
+            aud: self.audience.as_deref(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)
+            .map_err(|e| AuthError::BadKey(e.to_string()))
+    }
+}
+
+/// Takes the token out of an `authorization` header value (`Bearer <JWT>`).
+///
+/// # Errors
+/// [`AuthError::Missing`] when the value is not a bearer credential.
+pub fn bearer(header: &str) -> Result<&str, AuthError> {
+    let (scheme, token) = header.trim().split_once(' ').ok_or(AuthError::Missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthError::Missing);
+    }
+    Ok(token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"test-secret-test-secret-test-secret";
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn sign(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn minted_tokens_verify() {
+        let token = Signer::hs256(SECRET)
+            .mint("45", Role::Driver, Duration::from_secs(60))
+            .unwrap();
+        let p = Verifier::hs256(SECRET).verify(&token).unwrap();
+        assert_eq!((p.id.as_str(), p.role), ("45", Role::Driver));
+    }
+
+    #[test]
+    fn simplejwt_numeric_user_id_is_the_principal() {
+        let token = sign(json!({"user_id": 12, "role": "user", "exp": now() + 60}));
+        assert_eq!(
+            Verifier::hs256(SECRET).verify(&token).unwrap().id.as_str(),
+            "12"
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let v = Verifier::hs256(SECRET);
+        let exp = now() + 60;
+        assert_eq!(
+            v.verify(&sign(json!({"sub": "1", "role": "user", "exp": now() - 1}))),
+            Err(AuthError::Expired)
+        );
+        assert_eq!(
+            v.verify(&sign(json!({"sub": "1", "role": "user"}))),
+            Err(AuthError::MissingClaim("exp"))
+        );
+        assert_eq!(
+            v.verify(&sign(json!({"sub": "1", "exp": exp}))),
+            Err(AuthError::MissingClaim("role"))
+        );
+        assert_eq!(
+            v.verify(&sign(json!({"role": "user", "exp": exp}))),
+            Err(AuthError::MissingClaim("sub"))
+        );
+        assert_eq!(
+            v.verify(&sign(json!({"sub": "1", "role": "root", "exp": exp}))),
+            Err(AuthError::UnknownRole("root".into()))
+        );
+        let other = Signer::hs256(b"another-secret")
+            .mint("1", Role::Admin, Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(v.verify(&other), Err(AuthError::BadSignature));
+        assert!(matches!(
+            v.verify("not.a.jwt"),
+            Err(AuthError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn alg_none_and_other_algorithms_are_refused() {
+        use base64_url as b64;
+        let body = b64(&json!({"sub": "1", "role": "admin", "exp": now() + 60}).to_string());
+        let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), body);
+        assert!(Verifier::hs256(SECRET).verify(&none).is_err());
+        let hs384 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS384),
+            &json!({"sub": "1", "role": "admin", "exp": now() + 60}),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert_eq!(
+            Verifier::hs256(SECRET).verify(&hs384),
+            Err(AuthError::WrongAlgorithm(Algorithm::HS256))
+        );
+    }
+
+    #[test]
+    fn issuer_and_audience_when_configured() {
+        let v = Verifier::hs256(SECRET)
+            .require_issuer("logi")
+            .require_audience("apps");
+        let exp = now() + 60;
+        let good =
+            sign(json!({"sub": "1", "role": "user", "exp": exp, "iss": "logi", "aud": "apps"}));
+        assert!(v.verify(&good).is_ok());
+        let bad_iss =
+            sign(json!({"sub": "1", "role": "user", "exp": exp, "iss": "x", "aud": "apps"}));
+        assert_eq!(v.verify(&bad_iss), Err(AuthError::WrongIssuer));
+        let bad_aud =
+            sign(json!({"sub": "1", "role": "user", "exp": exp, "iss": "logi", "aud": "x"}));
+        assert_eq!(v.verify(&bad_aud), Err(AuthError::WrongAudience));
+        // Without configuration an `aud` in the token is not checked.
+        assert!(Verifier::hs256(SECRET).verify(&bad_aud).is_ok());
+    }
+
+    #[test]
+    fn bearer_header() {
+        assert_eq!(bearer("Bearer abc"), Ok("abc"));
+        assert_eq!(bearer("bearer  abc "), Ok("abc"));
+        assert_eq!(bearer("Basic abc"), Err(AuthError::Missing));
+        assert_eq!(bearer("Bearer"), Err(AuthError::Missing));
+    }
+
+    fn base64_url(s: &str) -> String {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let b = s.as_bytes();
+        let mut out = String::new();
+        for chunk in b.chunks(3) {
+            let n =
+                chunk.iter().fold(0u32, |acc, &x| (acc << 8) | x as u32) << (8 * (3 - chunk.len()));
+            for i in 0..=chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+}

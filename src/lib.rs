@@ -1,0 +1,20 @@
+//! Logi realtime: what core-svc and ws-edge share.
+//!
+//! # Layout
+//! - [`pb`]: the generated protobuf types and gRPC clients and servers of `proto/logi/v1`.
+//! - [`auth`]: JWT verification and the principal a token names.
+//! - [`topic`]: the topic names of the event log and who may read them.
+//! - [`id`]: validation of rider and driver ids.
+
+pub mod pb {
+    //! Generated from `proto/logi/v1/*.proto`.
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("logi.v1");
+
+    /// The encoded `FileDescriptorSet` of the contract, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("logi_descriptor");
+}
+
+pub mod auth;
+pub mod id;
+pub mod topic;
