@@ -5,6 +5,7 @@
 //! - [`auth`]: JWT verification and the principal a token names.
 //! - [`topic`]: the topic names of the event log and who may read them.
 //! - [`id`]: validation of rider and driver ids.
+//! - [`jwt_args`]: the JWT flags both processes share.
 
 pub mod pb {
     //! Generated from `proto/logi/v1/*.proto`.
@@ -17,4 +18,5 @@ pub mod pb {
 
 pub mod auth;
 pub mod id;
+pub mod jwt_args;
 pub mod topic;

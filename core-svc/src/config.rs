@@ -1,0 +1,148 @@
+//! Configuration: every flag also reads the environment variable beside it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use logi::jwt_args::JwtArgs;
+
+use crate::dispatch::DispatchConfig;
+use crate::tariff::{TariffSpec, Tariffs};
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "core-svc", version, about = "Logi realtime core: bookings, dispatch, OTPs, locations and events over gRPC")]
+pub struct Config {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "LOGI_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// SQLite database file, created with its folder on first start.
+    #[arg(long, env = "LOGI_DATABASE", default_value = "data/logi.db")]
+    pub database: String,
+
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+
+    /// Tariffs as NAME=BASE+PER_KM (repeat, or comma-separate in the variable);
+    /// default bike=1.00+0.50, car=2.50+1.20, van=4.00+1.80, truck=8.00+3.00.
+    #[arg(long = "tariff", env = "LOGI_TARIFFS", value_delimiter = ',')]
+    pub tariffs: Vec<TariffSpec>,
+
+    /// Drivers offered a booking per dispatch round.
+    #[arg(long, env = "LOGI_DISPATCH_DRIVERS", default_value_t = 5)]
+    pub dispatch_drivers: usize,
+
+    /// First dispatch search radius in metres.
+    #[arg(long, env = "LOGI_DISPATCH_RADIUS_M", default_value_t = 3_000.0)]
+    pub dispatch_radius_m: f64,
+
+    /// Widest dispatch search radius in metres; the radius doubles each round.
+    #[arg(long, env = "LOGI_DISPATCH_MAX_RADIUS_M", default_value_t = 12_000.0)]
+    pub dispatch_max_radius_m: f64,
+
+    /// Time between dispatch rounds, e.g. 20s.
+    #[arg(long, env = "LOGI_DISPATCH_WIDEN_EVERY", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub dispatch_widen_every: Duration,
+
+    /// A booking nobody accepts within this time expires, e.g. 120s.
+    #[arg(long, env = "LOGI_OFFER_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub offer_timeout: Duration,
+
+    /// Durable events older than this are removed; resuming from before them needs
+    /// a re-sync. E.g. 7d.
+    #[arg(long, env = "LOGI_EVENT_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub event_retention: Duration,
+
+    /// Events queued per subscriber before it is cut off with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "LOGI_SUBSCRIBER_QUEUE", default_value_t = 1024)]
+    pub subscriber_queue: usize,
+
+    /// How long shutdown waits for open calls to finish, e.g. 10s.
+    #[arg(long, env = "LOGI_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Checks what clap cannot; the message is one line naming the setting.
+    ///
+    /// # Errors
+    /// The first problem found.
+    pub fn validate(&self) -> Result<(), String> {
+        self.jwt.verifier()?;
+        if self.database.starts_with("postgres://") || self.database.starts_with("postgresql://") {
+            return Err("LOGI_DATABASE: PostgreSQL is not supported yet; give a SQLite file path".into());
+        }
+        if self.database.is_empty() {
+            return Err("LOGI_DATABASE is empty: give a SQLite file path".into());
+        }
+        if !(1..=100).contains(&self.dispatch_drivers) {
+            return Err("LOGI_DISPATCH_DRIVERS must be from 1 to 100".into());
+        }
+        let radius = self.dispatch_radius_m;
+        if !(radius.is_finite() && radius > 0.0) {
+            return Err("LOGI_DISPATCH_RADIUS_M must be a positive number of metres".into());
+        }
+        if !(self.dispatch_max_radius_m.is_finite() && self.dispatch_max_radius_m >= radius) {
+            return Err("LOGI_DISPATCH_MAX_RADIUS_M must be at least LOGI_DISPATCH_RADIUS_M".into());
+        }
+        if self.dispatch_widen_every.is_zero() || self.offer_timeout.is_zero() {
+            return Err("LOGI_DISPATCH_WIDEN_EVERY and LOGI_OFFER_TIMEOUT must be more than 0".into());
+        }
+        if self.subscriber_queue == 0 {
+            return Err("LOGI_SUBSCRIBER_QUEUE must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        PathBuf::from(&self.database)
+    }
+
+    pub fn tariffs(&self) -> Tariffs {
+        Tariffs::from_specs(&self.tariffs)
+    }
+
+    pub fn dispatch(&self) -> DispatchConfig {
+        DispatchConfig {
+            drivers: self.dispatch_drivers,
+            radius_m: self.dispatch_radius_m,
+            max_radius_m: self.dispatch_max_radius_m,
+            widen_every: self.dispatch_widen_every,
+            offer_timeout: self.offer_timeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("core-svc").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = parse(&["--jwt-secret", SECRET]);
+        assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.database, "data/logi.db");
+        assert_eq!(c.dispatch(), DispatchConfig::default());
+        assert_eq!(c.tariffs(), Tariffs::default());
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_configuration_says_what_to_set() {
+        let err = parse(&[]).validate().unwrap_err();
+        assert!(err.contains("LOGI_JWT_SECRET") && err.contains("LOGI_JWT_PUBLIC_KEY"), "{err}");
+        assert!(parse(&["--jwt-secret", "short"]).validate().unwrap_err().contains("at least 32"));
+        let pg = parse(&["--jwt-secret", SECRET, "--database", "postgres://x"]).validate().unwrap_err();
+        assert!(pg.contains("PostgreSQL"), "{pg}");
+        let radius = parse(&["--jwt-secret", SECRET, "--dispatch-max-radius-m", "10"]).validate().unwrap_err();
+        assert!(radius.contains("LOGI_DISPATCH_MAX_RADIUS_M"), "{radius}");
+        assert!(Config::try_parse_from(["core-svc", "--tariff", "car"]).is_err());
+    }
+}

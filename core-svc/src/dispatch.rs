@@ -1,0 +1,347 @@
+//! Dispatch: who is offered a pending booking, and when it expires.
+//!
+//! CreateBooking offers a booking to the nearest [`DispatchConfig::drivers`]
+//! available drivers of its vehicle type within [`DispatchConfig::radius_m`], in the
+//! same transaction that creates it. Then the [`Dispatcher`] task wakes every
+//! [`DispatchConfig::widen_every`]: it doubles the radius (up to
+//! [`DispatchConfig::max_radius_m`]) and offers the booking to drivers found that were
+//! not offered it yet, until someone accepts; after
+//! [`DispatchConfig::offer_timeout`] it expires the booking. The schedule is a pure
+//! [`Plan`]; the task only carries out its [`Step`]s.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use logi::id::Id;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::drivers::Registry;
+use crate::error::Error;
+use crate::model::{Booking, BookingId, GeoPoint, Offer};
+use crate::store::Store;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DispatchConfig {
+    /// Drivers offered a booking per round.
+    pub drivers: usize,
+    /// First search radius, metres.
+    pub radius_m: f64,
+    /// Widest search radius, metres.
+    pub max_radius_m: f64,
+    /// Time between rounds.
+    pub widen_every: Duration,
+    /// A booking nobody accepted by then expires.
+    pub offer_timeout: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            drivers: 5,
+            radius_m: 3_000.0,
+            max_radius_m: 12_000.0,
+            widen_every: Duration::from_secs(20),
+            offer_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Pending {
+    pickup: GeoPoint,
+    vehicle_type: String,
+    offered: HashSet<Id>,
+    radius_m: f64,
+    next: Instant,
+    expires: Instant,
+}
+
+/// What the dispatcher must do now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Offer the booking to drivers within `radius_m` not in `offered`.
+    Widen { id: BookingId, pickup: GeoPoint, vehicle_type: String, radius_m: f64, offered: HashSet<Id> },
+    Expire(BookingId),
+}
+
+/// The schedule of every pending booking.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pending: HashMap<BookingId, Pending>,
+    timers: BTreeSet<(Instant, BookingId)>,
+}
+
+impl Plan {
+    /// Starts following a booking created `age` ago and already offered to `offered`.
+    pub fn track(
+        &mut self,
+        id: BookingId,
+        pickup: GeoPoint,
+        vehicle_type: String,
+        offered: impl IntoIterator<Item = Id>,
+        age: Duration,
+        now: Instant,
+        cfg: &DispatchConfig,
+    ) {
+        let expires = now + cfg.offer_timeout.saturating_sub(age);
+        let next = (now + cfg.widen_every).min(expires);
+        self.forget(id);
+        self.timers.insert((next, id));
+        let offered = offered.into_iter().collect();
+        self.pending.insert(id, Pending { pickup, vehicle_type, offered, radius_m: cfg.radius_m, next, expires });
+    }
+
+    pub fn forget(&mut self, id: BookingId) {
+        if let Some(p) = self.pending.remove(&id) {
+            self.timers.remove(&(p.next, id));
+        }
+    }
+
+    /// Records offers made.
+    pub fn offered(&mut self, id: BookingId, drivers: impl IntoIterator<Item = Id>) {
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.offered.extend(drivers);
+        }
+    }
+
+    /// Tries a booking again at `at` (after a storage failure).
+    pub fn retry(&mut self, id: BookingId, at: Instant) {
+        if let Some(p) = self.pending.get_mut(&id) {
+            self.timers.remove(&(p.next, id));
+            p.next = at;
+            self.timers.insert((at, id));
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The steps due at `now`; widening ones are rescheduled.
+    pub fn due(&mut self, now: Instant, cfg: &DispatchConfig) -> Vec<Step> {
+        let mut steps = Vec::new();
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(p) = self.pending.get_mut(&id) else { continue };
+            if now >= p.expires {
+                // Stays tracked (without a timer) until the expiry commits or is moot.
+                steps.push(Step::Expire(id));
+                continue;
+            }
+            p.radius_m = (p.radius_m * 2.0).min(cfg.max_radius_m);
+            p.next = (now + cfg.widen_every).min(p.expires);
+            self.timers.insert((p.next, id));
+            steps.push(Step::Widen {
+                id,
+                pickup: p.pickup,
+                vehicle_type: p.vehicle_type.clone(),
+                radius_m: p.radius_m,
+                offered: p.offered.clone(),
+            });
+        }
+        steps
+    }
+}
+
+/// Carries out the [`Plan`] against the store and the driver registry.
+pub struct Dispatcher {
+    cfg: DispatchConfig,
+    plan: Mutex<Plan>,
+    wake: Notify,
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+}
+
+impl Dispatcher {
+    pub fn new(cfg: DispatchConfig, store: Arc<dyn Store>, registry: Arc<Registry>) -> Arc<Self> {
+        Arc::new(Self { cfg, plan: Mutex::default(), wake: Notify::new(), store, registry })
+    }
+
+    fn plan(&self) -> std::sync::MutexGuard<'_, Plan> {
+        self.plan.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The first round of offers for a new booking.
+    pub fn initial_offers(&self, pickup: GeoPoint, vehicle_type: &str) -> Vec<Offer> {
+        self.offers(pickup, vehicle_type, self.cfg.radius_m, &HashSet::new())
+    }
+
+    fn offers(&self, pickup: GeoPoint, vehicle_type: &str, radius_m: f64, skip: &HashSet<Id>) -> Vec<Offer> {
+        self.registry
+            .nearest(vehicle_type, pickup, radius_m, self.cfg.drivers, |id| skip.contains(id))
+            .into_iter()
+            .map(|n| Offer { driver_id: n.driver_id, distance_m: n.distance_m })
+            .collect()
+    }
+
+    /// Follows a booking just created with `offers`.
+    pub fn track(&self, booking: &Booking, offers: &[Offer]) {
+        let offered = offers.iter().map(|o| o.driver_id.clone());
+        let pickup = booking.pickup.point;
+        self.plan().track(booking.id, pickup, booking.vehicle_type.clone(), offered, Duration::ZERO, Instant::now(), &self.cfg);
+        self.wake.notify_one();
+    }
+
+    /// Picks up the pending bookings of the database after a restart.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn restore(&self) -> Result<usize, Error> {
+        let pending = self.store.pending().await?;
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let mut plan = self.plan();
+        for p in &pending {
+            let age = wall.duration_since(p.created_at).unwrap_or_default();
+            plan.track(p.id, p.pickup, p.vehicle_type.clone(), p.offered.iter().cloned(), age, now, &self.cfg);
+        }
+        drop(plan);
+        self.wake.notify_one();
+        Ok(pending.len())
+    }
+
+    /// Runs rounds until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let deadline = self.plan().next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.wake.notified() => continue,
+                () = sleep => {}
+            }
+            let steps = self.plan().due(Instant::now(), &self.cfg);
+            for step in steps {
+                self.carry_out(step).await;
+            }
+        }
+    }
+
+    async fn carry_out(&self, step: Step) {
+        let (id, result) = match step {
+            Step::Expire(id) => {
+                let result = self.store.expire(id).await.map(|b| {
+                    tracing::info!(booking = id, "expired: no driver accepted in time");
+                    drop(b);
+                });
+                (id, result)
+            }
+            Step::Widen { id, pickup, vehicle_type, radius_m, offered } => {
+                let offers = self.offers(pickup, &vehicle_type, radius_m, &offered);
+                if offers.is_empty() {
+                    return;
+                }
+                let drivers: Vec<Id> = offers.iter().map(|o| o.driver_id.clone()).collect();
+                let result = self.store.add_offers(id, offers).await;
+                if result.is_ok() {
+                    tracing::debug!(booking = id, radius_m, offered = drivers.len(), "widened");
+                    self.plan().offered(id, drivers);
+                    return;
+                }
+                (id, result)
+            }
+        };
+        match result {
+            Ok(()) | Err(Error::WrongStatus { .. } | Error::Taken(_) | Error::BookingNotFound(_)) => {
+                self.plan().forget(id)
+            }
+            Err(e) => {
+                tracing::warn!(booking = id, error = %e, "dispatch step failed; retrying in 1s");
+                self.plan().retry(id, Instant::now() + Duration::from_secs(1));
+            }
+        }
+    }
+
+    /// Bookings being followed, for tests and metrics.
+    pub fn pending(&self) -> usize {
+        self.plan().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> DispatchConfig {
+        DispatchConfig {
+            drivers: 5,
+            radius_m: 1_000.0,
+            max_radius_m: 3_000.0,
+            widen_every: Duration::from_secs(20),
+            offer_timeout: Duration::from_secs(60),
+        }
+    }
+
+    fn radii(steps: &[Step]) -> Vec<f64> {
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::Widen { radius_m, .. } => *radius_m,
+                Step::Expire(_) => -1.0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn widens_by_doubling_up_to_the_cap_then_expires() {
+        let (cfg, t0) = (cfg(), Instant::now());
+        let mut plan = Plan::default();
+        let at = GeoPoint { lat: 0.0, lon: 0.0 };
+        plan.track(1, at, "car".into(), [Id::new("9").unwrap()], Duration::ZERO, t0, &cfg);
+        assert!(plan.due(t0 + Duration::from_secs(19), &cfg).is_empty());
+        let first = plan.due(t0 + Duration::from_secs(20), &cfg);
+        assert_eq!(radii(&first), [2_000.0]);
+        let Step::Widen { offered, .. } = &first[0] else { unreachable!() };
+        assert!(offered.contains(&Id::new("9").unwrap()), "already offered drivers are skipped");
+        assert_eq!(radii(&plan.due(t0 + Duration::from_secs(40), &cfg)), [3_000.0]);
+        assert_eq!(plan.next_deadline(), Some(t0 + Duration::from_secs(60)));
+        assert_eq!(plan.due(t0 + Duration::from_secs(60), &cfg), [Step::Expire(1)]);
+        assert_eq!(plan.next_deadline(), None);
+        plan.forget(1);
+        assert!(plan.is_empty());
+    }
+
+    #[test]
+    fn a_booking_restored_after_a_restart_keeps_its_deadline() {
+        let (cfg, t0) = (cfg(), Instant::now());
+        let mut plan = Plan::default();
+        let at = GeoPoint { lat: 0.0, lon: 0.0 };
+        plan.track(1, at, "car".into(), [], Duration::from_secs(50), t0, &cfg);
+        assert_eq!(plan.next_deadline(), Some(t0 + Duration::from_secs(10)));
+        assert_eq!(plan.due(t0 + Duration::from_secs(10), &cfg), [Step::Expire(1)]);
+        plan.track(2, at, "car".into(), [], Duration::from_secs(500), t0, &cfg);
+        assert_eq!(plan.due(t0, &cfg), [Step::Expire(2)]);
+    }
+
+    #[test]
+    fn accepted_bookings_are_forgotten_and_failures_retried() {
+        let (cfg, t0) = (cfg(), Instant::now());
+        let mut plan = Plan::default();
+        let at = GeoPoint { lat: 0.0, lon: 0.0 };
+        plan.track(1, at, "car".into(), [], Duration::ZERO, t0, &cfg);
+        plan.track(2, at, "car".into(), [], Duration::ZERO, t0, &cfg);
+        plan.forget(1);
+        plan.retry(2, t0 + Duration::from_secs(1));
+        let steps = plan.due(t0 + Duration::from_secs(1), &cfg);
+        assert!(matches!(steps.as_slice(), [Step::Widen { id: 2, .. }]));
+        assert_eq!(plan.len(), 1);
+    }
+}

@@ -1,0 +1,191 @@
+//! The in-memory driver registry: status, vehicle type, latest position and active
+//! trip of every known driver, plus one spatial index per vehicle type holding the
+//! AVAILABLE drivers with a known position.
+//!
+//! Status, vehicle type and active trip mirror the database: the store's commit sink
+//! applies them in commit order. Positions live only here (GPS pings are not worth a
+//! disk write each), so after a restart a driver is findable again from its next ping.
+//! A std `Mutex` guards it: every critical section is short and never awaits.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use logi::id::Id;
+
+use crate::error::Error;
+use crate::geo::SpatialIndex;
+use crate::model::{ActiveTrip, Driver, DriverStatus, GeoPoint, Location};
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    drivers: HashMap<Id, Entry>,
+    by_vehicle: HashMap<String, SpatialIndex<Id>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    driver: Driver,
+    location: Option<Location>,
+}
+
+impl Entry {
+    /// Where the entry sits in its vehicle type's index, if it is indexed.
+    fn indexed_at(&self) -> Option<GeoPoint> {
+        match (self.driver.status, self.location) {
+            (DriverStatus::Available, Some(l)) => Some(l.point),
+            _ => None,
+        }
+    }
+}
+
+/// A driver found near a point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nearby {
+    pub driver_id: Id,
+    pub location: Location,
+    pub distance_m: f64,
+}
+
+impl Inner {
+    fn unindex(&mut self, id: &Id) {
+        if let Some(entry) = self.drivers.get(id)
+            && let Some(at) = entry.indexed_at()
+            && let Some(index) = self.by_vehicle.get_mut(&entry.driver.vehicle_type)
+        {
+            index.remove(id, at);
+        }
+    }
+
+    fn index(&mut self, id: &Id) {
+        if let Some(entry) = self.drivers.get(id)
+            && let Some(at) = entry.indexed_at()
+        {
+            self.by_vehicle.entry(entry.driver.vehicle_type.clone()).or_default().insert(id.clone(), at);
+        }
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way
+        // that matters more than stopping every RPC would, so keep going.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets a driver's status, vehicle type and active trip as committed.
+    pub fn apply(&self, driver: &Driver) {
+        let mut inner = self.lock();
+        inner.unindex(&driver.id);
+        let location = inner.drivers.get(&driver.id).and_then(|e| e.location);
+        inner.drivers.insert(driver.id.clone(), Entry { driver: driver.clone(), location });
+        inner.index(&driver.id);
+    }
+
+    /// Records a position; returns the trip whose rider should see it.
+    ///
+    /// # Errors
+    /// [`Error::DriverNotFound`] for a driver never registered.
+    pub fn update_location(&self, id: &Id, location: Location) -> Result<Option<ActiveTrip>, Error> {
+        let mut inner = self.lock();
+        if !inner.drivers.contains_key(id) {
+            return Err(Error::DriverNotFound(id.to_string()));
+        }
+        inner.unindex(id);
+        let entry = inner.drivers.get_mut(id).expect("checked above");
+        entry.location = Some(location);
+        let active = entry.driver.active.clone();
+        inner.index(id);
+        Ok(active)
+    }
+
+    pub fn get(&self, id: &Id) -> Option<(Driver, Option<Location>)> {
+        self.lock().drivers.get(id).map(|e| (e.driver.clone(), e.location))
+    }
+
+    /// Available drivers of `vehicle_type` within `radius_m` of `center`, nearest
+    /// first, skipping `exclude`.
+    pub fn nearest(
+        &self,
+        vehicle_type: &str,
+        center: GeoPoint,
+        radius_m: f64,
+        limit: usize,
+        exclude: impl Fn(&Id) -> bool,
+    ) -> Vec<Nearby> {
+        let inner = self.lock();
+        let Some(index) = inner.by_vehicle.get(vehicle_type) else { return Vec::new() };
+        index
+            .nearest(center, radius_m, limit, |id| exclude(id))
+            .into_iter()
+            .filter_map(|(id, distance_m)| {
+                let location = inner.drivers.get(&id)?.location?;
+                Some(Nearby { driver_id: id, location, distance_m })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::model::BookingStatus;
+
+    fn driver(id: &str, status: DriverStatus, vehicle: &str) -> Driver {
+        Driver { id: Id::new(id).unwrap(), status, vehicle_type: vehicle.into(), active: None }
+    }
+
+    fn at(lat: f64, lon: f64) -> Location {
+        Location { point: GeoPoint { lat, lon }, heading: 0.0, speed_mps: 0.0, at: SystemTime::UNIX_EPOCH }
+    }
+
+    fn ids(found: Vec<Nearby>) -> Vec<String> {
+        found.into_iter().map(|n| n.driver_id.to_string()).collect()
+    }
+
+    #[test]
+    fn only_available_drivers_with_a_position_of_the_vehicle_type_are_found() {
+        let r = Registry::default();
+        let center = GeoPoint { lat: 10.0, lon: 10.0 };
+        r.apply(&driver("1", DriverStatus::Available, "car"));
+        r.apply(&driver("2", DriverStatus::Available, "car"));
+        r.apply(&driver("3", DriverStatus::Offline, "car"));
+        r.apply(&driver("4", DriverStatus::Available, "bike"));
+        r.apply(&driver("5", DriverStatus::Available, "car")); // never reports a position
+        for (id, lat) in [("1", 10.01), ("2", 10.001), ("3", 10.0), ("4", 10.0)] {
+            r.update_location(&Id::new(id).unwrap(), at(lat, 10.0)).unwrap();
+        }
+        assert_eq!(ids(r.nearest("car", center, 5_000.0, 10, |_| false)), ["2", "1"]);
+
+        // Going on a trip takes a driver out; coming back puts them in again.
+        let mut busy = driver("2", DriverStatus::OnTrip, "car");
+        busy.active = Some(ActiveTrip { booking_id: 1, user_id: Id::new("u").unwrap(), status: BookingStatus::Accepted });
+        r.apply(&busy);
+        assert_eq!(ids(r.nearest("car", center, 5_000.0, 10, |_| false)), ["1"]);
+        let trip = r.update_location(&Id::new("2").unwrap(), at(10.0005, 10.0)).unwrap();
+        assert_eq!(trip.unwrap().booking_id, 1);
+        r.apply(&driver("2", DriverStatus::Available, "car"));
+        assert_eq!(ids(r.nearest("car", center, 5_000.0, 10, |_| false)), ["2", "1"]);
+
+        // A moved driver is found where it is now, not where it was.
+        r.update_location(&Id::new("1").unwrap(), at(11.0, 10.0)).unwrap();
+        assert_eq!(ids(r.nearest("car", center, 5_000.0, 10, |_| false)), ["2"]);
+
+        // A changed vehicle type moves the driver to the other index.
+        r.apply(&driver("2", DriverStatus::Available, "bike"));
+        assert!(r.nearest("car", center, 5_000.0, 10, |_| false).is_empty());
+        assert_eq!(ids(r.nearest("bike", center, 5_000.0, 10, |_| false)), ["4", "2"]);
+    }
+
+    #[test]
+    fn unknown_drivers_cannot_report_positions() {
+        let err = Registry::default().update_location(&Id::new("9").unwrap(), at(0.0, 0.0)).unwrap_err();
+        assert_eq!(err, Error::DriverNotFound("9".into()));
+    }
+}

@@ -1,0 +1,96 @@
+//! The domain error of core-svc and the one table that maps it to gRPC codes.
+
+use logi::auth::AuthError;
+use tonic::{Code, Status};
+
+use crate::model::{BookingId, BookingStatus};
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    Unauthenticated(#[from] AuthError),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("booking {0} does not exist")]
+    BookingNotFound(BookingId),
+    #[error("driver {0} is not registered: call SetDriverStatus first")]
+    DriverNotFound(String),
+    #[error("driver {0} has not reported a position since core-svc started")]
+    NoLocation(String),
+    #[error("booking {booking} is {status}: {what}", status = .status.as_str())]
+    WrongStatus { booking: BookingId, status: BookingStatus, what: &'static str },
+    #[error("booking {0} was already taken by another driver")]
+    Taken(BookingId),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("wrong OTP for booking {booking}: {left} tries left")]
+    WrongOtp { booking: BookingId, left: u32 },
+    #[error(
+        "too many wrong OTPs for booking {0}: the rider must get a new code (BookingService/IssueOtp) before trying again"
+    )]
+    OtpLocked(BookingId),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+impl Error {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::InvalidArgument(msg.into())
+    }
+
+    pub fn denied(msg: impl Into<String>) -> Self {
+        Self::PermissionDenied(msg.into())
+    }
+
+    pub fn precondition(msg: impl Into<String>) -> Self {
+        Self::FailedPrecondition(msg.into())
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument(_) | Self::WrongOtp { .. } => Code::InvalidArgument,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
+            Self::BookingNotFound(_) | Self::DriverNotFound(_) | Self::NoLocation(_) => Code::NotFound,
+            Self::WrongStatus { .. } | Self::Taken(_) | Self::FailedPrecondition(_) => {
+                Code::FailedPrecondition
+            }
+            Self::OtpLocked(_) => Code::ResourceExhausted,
+            Self::Unavailable(_) => Code::Unavailable,
+            Self::Storage(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        if let Error::Storage(detail) = &e {
+            tracing::error!(%detail, "storage failure");
+        }
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Storage(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_state() {
+        let e = Error::WrongStatus { booking: 12, status: BookingStatus::Cancelled, what: "only a pending booking can be accepted" };
+        assert_eq!(e.to_string(), "booking 12 is cancelled: only a pending booking can be accepted");
+        assert_eq!(Status::from(e).code(), Code::FailedPrecondition);
+        assert_eq!(Status::from(Error::OtpLocked(3)).code(), Code::ResourceExhausted);
+        assert_eq!(Status::from(Error::WrongOtp { booking: 3, left: 2 }).message(), "wrong OTP for booking 3: 2 tries left");
+    }
+}

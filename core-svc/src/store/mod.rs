@@ -1,0 +1,130 @@
+//! The storage interface, and its SQLite implementation in [`sqlite`].
+//!
+//! Each mutating method is ONE transaction: it checks the transition, changes the
+//! state with a conditional update, and appends the events the change causes
+//! ([`crate::fanout`]). A crash therefore never leaves a change without its events
+//! or events without their change. After the commit the store hands the
+//! [`Effects`] to its [`CommitSink`] in commit order. A PostgreSQL store will
+//! implement the same trait.
+
+pub mod sqlite;
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use logi::id::Id;
+use logi::pb;
+
+use crate::error::Error;
+use crate::model::{Booking, BookingId, BookingStatus, Canceller, Driver, DriverStatus, GeoPoint, NewBooking, Offer};
+
+/// What a committed transaction changed, for the live side.
+#[derive(Debug, Default, Clone)]
+pub struct Effects {
+    /// The events appended, with topic, cursor and time filled in.
+    pub events: Vec<pb::Event>,
+    /// Drivers whose status, vehicle type or active trip changed, as they are now.
+    pub drivers: Vec<Driver>,
+}
+
+/// Receives the effects of every commit, in commit order, before the caller hears of it.
+pub trait CommitSink: Send + Sync + 'static {
+    fn committed(&self, effects: &Effects);
+}
+
+/// A filter and page of ListBookings.
+#[derive(Debug, Clone, Default)]
+pub struct BookingQuery {
+    pub user_id: Option<Id>,
+    pub driver_id: Option<Id>,
+    pub statuses: Vec<BookingStatus>,
+    /// Only bookings with a smaller id (the page token).
+    pub before: Option<BookingId>,
+    pub limit: usize,
+}
+
+/// A pending booking as the dispatcher needs it after a restart.
+#[derive(Debug, Clone)]
+pub struct PendingBooking {
+    pub id: BookingId,
+    pub pickup: GeoPoint,
+    pub vehicle_type: String,
+    pub created_at: SystemTime,
+    pub offered: Vec<Id>,
+}
+
+/// A topic's durable history bounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicState {
+    /// The last durable sequence number appended; 0 if none.
+    pub last_seq: u64,
+    /// Events up to and including this sequence number were removed by retention.
+    pub pruned_seq: u64,
+}
+
+/// Every method returns [`Error::Storage`] when the database fails and
+/// [`Error::Unavailable`] when the store is overloaded or shutting down, besides the
+/// domain errors named.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The epoch of this event log.
+    fn epoch(&self) -> u64;
+
+    /// Creates a pending booking offered to `offers`.
+    async fn create_booking(&self, new: NewBooking, offers: Vec<Offer>) -> Result<Booking, Error>;
+
+    /// Offers a still pending booking to more drivers.
+    /// # Errors
+    /// [`Error::WrongStatus`] once the booking is no longer pending.
+    async fn add_offers(&self, id: BookingId, offers: Vec<Offer>) -> Result<(), Error>;
+
+    /// First-wins accept by an offered driver; issues the OTP.
+    /// # Errors
+    /// [`Error::Taken`], [`Error::WrongStatus`], [`Error::BookingNotFound`],
+    /// [`Error::DriverNotFound`], [`Error::FailedPrecondition`] (not offered, driver busy).
+    async fn accept(&self, id: BookingId, driver: Id) -> Result<Booking, Error>;
+
+    /// Checks the OTP; a wrong one is counted (and committed) before the error.
+    /// # Errors
+    /// [`Error::WrongOtp`], [`Error::OtpLocked`], and the lifecycle's errors.
+    async fn verify_otp(&self, id: BookingId, driver: Id, otp: String) -> Result<Booking, Error>;
+
+    /// Draws a new OTP for an accepted booking and resets the wrong tries.
+    async fn issue_otp(&self, id: BookingId) -> Result<Booking, Error>;
+
+    async fn complete(&self, id: BookingId, driver: Id) -> Result<Booking, Error>;
+
+    /// `driver` is the acting driver when a driver cancels.
+    async fn cancel(&self, id: BookingId, by: Canceller, driver: Option<Id>, reason: String) -> Result<Booking, Error>;
+
+    /// Expires a booking nobody accepted.
+    async fn expire(&self, id: BookingId) -> Result<Booking, Error>;
+
+    /// Registers a driver or changes its status and vehicle type.
+    /// # Errors
+    /// [`Error::InvalidArgument`] when a new driver has no vehicle type,
+    /// [`Error::FailedPrecondition`] when the driver is on a trip.
+    async fn set_driver_status(&self, id: Id, status: DriverStatus, vehicle_type: Option<String>) -> Result<Driver, Error>;
+
+    async fn booking(&self, id: BookingId) -> Result<Booking, Error>;
+
+    /// Whether `id` was ever offered to `driver`.
+    async fn offered_to(&self, id: BookingId, driver: Id) -> Result<bool, Error>;
+
+    /// A page of bookings, newest first, and the id to continue before, if any.
+    async fn bookings(&self, query: BookingQuery) -> Result<(Vec<Booking>, Option<BookingId>), Error>;
+
+    /// Every registered driver, for the registry at start-up.
+    async fn drivers(&self) -> Result<Vec<Driver>, Error>;
+
+    /// Every pending booking, for the dispatcher at start-up.
+    async fn pending(&self) -> Result<Vec<PendingBooking>, Error>;
+
+    async fn topic_state(&self, topic: String) -> Result<TopicState, Error>;
+
+    /// Up to `limit` durable events of `topic` after sequence number `after_seq`.
+    async fn events_after(&self, topic: String, after_seq: u64, limit: usize) -> Result<Vec<pb::Event>, Error>;
+
+    /// Removes durable events that occurred before `before`; returns how many.
+    async fn prune(&self, before: SystemTime) -> Result<u64, Error>;
+}
