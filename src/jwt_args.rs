@@ -40,13 +40,19 @@ impl JwtArgs {
             }
             (Some(secret), None) => {
                 if secret.len() < MIN_SECRET_LEN {
-                    return Err(format!("LOGI_JWT_SECRET is too short: use at least {MIN_SECRET_LEN} bytes"));
+                    return Err(format!(
+                        "LOGI_JWT_SECRET is too short: use at least {MIN_SECRET_LEN} bytes"
+                    ));
                 }
                 Verifier::hs256(secret.as_bytes())
             }
             (None, Some(path)) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| format!("cannot read LOGI_JWT_PUBLIC_KEY file {}: {e}", path.display()))?;
+                let pem = std::fs::read(path).map_err(|e| {
+                    format!(
+                        "cannot read LOGI_JWT_PUBLIC_KEY file {}: {e}",
+                        path.display()
+                    )
+                })?;
                 Verifier::public_key_pem(&pem)
                     .map_err(|e| format!("LOGI_JWT_PUBLIC_KEY file {}: {e}", path.display()))?
             }

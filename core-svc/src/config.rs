@@ -11,7 +11,11 @@ use crate::dispatch::DispatchConfig;
 use crate::tariff::{TariffSpec, Tariffs};
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "core-svc", version, about = "Logi realtime core: bookings, dispatch, OTPs, locations and events over gRPC")]
+#[command(
+    name = "core-svc",
+    version,
+    about = "Logi realtime core: bookings, dispatch, OTPs, locations and events over gRPC"
+)]
 pub struct Config {
     /// Address to serve gRPC on.
     #[arg(long, env = "LOGI_GRPC_ADDR", default_value = "127.0.0.1:50051")]
@@ -71,7 +75,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.jwt.verifier()?;
         if self.database.starts_with("postgres://") || self.database.starts_with("postgresql://") {
-            return Err("LOGI_DATABASE: PostgreSQL is not supported yet; give a SQLite file path".into());
+            return Err(
+                "LOGI_DATABASE: PostgreSQL is not supported yet; give a SQLite file path".into(),
+            );
         }
         if self.database.is_empty() {
             return Err("LOGI_DATABASE is empty: give a SQLite file path".into());
@@ -84,10 +90,14 @@ impl Config {
             return Err("LOGI_DISPATCH_RADIUS_M must be a positive number of metres".into());
         }
         if !(self.dispatch_max_radius_m.is_finite() && self.dispatch_max_radius_m >= radius) {
-            return Err("LOGI_DISPATCH_MAX_RADIUS_M must be at least LOGI_DISPATCH_RADIUS_M".into());
+            return Err(
+                "LOGI_DISPATCH_MAX_RADIUS_M must be at least LOGI_DISPATCH_RADIUS_M".into(),
+            );
         }
         if self.dispatch_widen_every.is_zero() || self.offer_timeout.is_zero() {
-            return Err("LOGI_DISPATCH_WIDEN_EVERY and LOGI_OFFER_TIMEOUT must be more than 0".into());
+            return Err(
+                "LOGI_DISPATCH_WIDEN_EVERY and LOGI_OFFER_TIMEOUT must be more than 0".into(),
+            );
         }
         if self.subscriber_queue == 0 {
             return Err("LOGI_SUBSCRIBER_QUEUE must be at least 1".into());
@@ -137,11 +147,23 @@ mod tests {
     #[test]
     fn bad_configuration_says_what_to_set() {
         let err = parse(&[]).validate().unwrap_err();
-        assert!(err.contains("LOGI_JWT_SECRET") && err.contains("LOGI_JWT_PUBLIC_KEY"), "{err}");
-        assert!(parse(&["--jwt-secret", "short"]).validate().unwrap_err().contains("at least 32"));
-        let pg = parse(&["--jwt-secret", SECRET, "--database", "postgres://x"]).validate().unwrap_err();
+        assert!(
+            err.contains("LOGI_JWT_SECRET") && err.contains("LOGI_JWT_PUBLIC_KEY"),
+            "{err}"
+        );
+        assert!(
+            parse(&["--jwt-secret", "short"])
+                .validate()
+                .unwrap_err()
+                .contains("at least 32")
+        );
+        let pg = parse(&["--jwt-secret", SECRET, "--database", "postgres://x"])
+            .validate()
+            .unwrap_err();
         assert!(pg.contains("PostgreSQL"), "{pg}");
-        let radius = parse(&["--jwt-secret", SECRET, "--dispatch-max-radius-m", "10"]).validate().unwrap_err();
+        let radius = parse(&["--jwt-secret", SECRET, "--dispatch-max-radius-m", "10"])
+            .validate()
+            .unwrap_err();
         assert!(radius.contains("LOGI_DISPATCH_MAX_RADIUS_M"), "{radius}");
         assert!(Config::try_parse_from(["core-svc", "--tariff", "car"]).is_err());
     }

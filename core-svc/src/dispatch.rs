@@ -63,7 +63,13 @@ struct Pending {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// Offer the booking to drivers within `radius_m` not in `offered`.
-    Widen { id: BookingId, pickup: GeoPoint, vehicle_type: String, radius_m: f64, offered: HashSet<Id> },
+    Widen {
+        id: BookingId,
+        pickup: GeoPoint,
+        vehicle_type: String,
+        radius_m: f64,
+        offered: HashSet<Id>,
+    },
     Expire(BookingId),
 }
 
@@ -91,7 +97,17 @@ impl Plan {
         self.forget(id);
         self.timers.insert((next, id));
         let offered = offered.into_iter().collect();
-        self.pending.insert(id, Pending { pickup, vehicle_type, offered, radius_m: cfg.radius_m, next, expires });
+        self.pending.insert(
+            id,
+            Pending {
+                pickup,
+                vehicle_type,
+                offered,
+                radius_m: cfg.radius_m,
+                next,
+                expires,
+            },
+        );
     }
 
     pub fn forget(&mut self, id: BookingId) {
@@ -136,7 +152,9 @@ impl Plan {
                 break;
             }
             self.timers.pop_first();
-            let Some(p) = self.pending.get_mut(&id) else { continue };
+            let Some(p) = self.pending.get_mut(&id) else {
+                continue;
+            };
             if now >= p.expires {
                 // Stays tracked (without a timer) until the expiry commits or is moot.
                 steps.push(Step::Expire(id));
@@ -168,7 +186,13 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(cfg: DispatchConfig, store: Arc<dyn Store>, registry: Arc<Registry>) -> Arc<Self> {
-        Arc::new(Self { cfg, plan: Mutex::default(), wake: Notify::new(), store, registry })
+        Arc::new(Self {
+            cfg,
+            plan: Mutex::default(),
+            wake: Notify::new(),
+            store,
+            registry,
+        })
     }
 
     fn plan(&self) -> std::sync::MutexGuard<'_, Plan> {
@@ -180,11 +204,22 @@ impl Dispatcher {
         self.offers(pickup, vehicle_type, self.cfg.radius_m, &HashSet::new())
     }
 
-    fn offers(&self, pickup: GeoPoint, vehicle_type: &str, radius_m: f64, skip: &HashSet<Id>) -> Vec<Offer> {
+    fn offers(
+        &self,
+        pickup: GeoPoint,
+        vehicle_type: &str,
+        radius_m: f64,
+        skip: &HashSet<Id>,
+    ) -> Vec<Offer> {
         self.registry
-            .nearest(vehicle_type, pickup, radius_m, self.cfg.drivers, |id| skip.contains(id))
+            .nearest(vehicle_type, pickup, radius_m, self.cfg.drivers, |id| {
+                skip.contains(id)
+            })
             .into_iter()
-            .map(|n| Offer { driver_id: n.driver_id, distance_m: n.distance_m })
+            .map(|n| Offer {
+                driver_id: n.driver_id,
+                distance_m: n.distance_m,
+            })
             .collect()
     }
 
@@ -192,7 +227,15 @@ impl Dispatcher {
     pub fn track(&self, booking: &Booking, offers: &[Offer]) {
         let offered = offers.iter().map(|o| o.driver_id.clone());
         let pickup = booking.pickup.point;
-        self.plan().track(booking.id, pickup, booking.vehicle_type.clone(), offered, Duration::ZERO, Instant::now(), &self.cfg);
+        self.plan().track(
+            booking.id,
+            pickup,
+            booking.vehicle_type.clone(),
+            offered,
+            Duration::ZERO,
+            Instant::now(),
+            &self.cfg,
+        );
         self.wake.notify_one();
     }
 
@@ -206,7 +249,15 @@ impl Dispatcher {
         let mut plan = self.plan();
         for p in &pending {
             let age = wall.duration_since(p.created_at).unwrap_or_default();
-            plan.track(p.id, p.pickup, p.vehicle_type.clone(), p.offered.iter().cloned(), age, now, &self.cfg);
+            plan.track(
+                p.id,
+                p.pickup,
+                p.vehicle_type.clone(),
+                p.offered.iter().cloned(),
+                age,
+                now,
+                &self.cfg,
+            );
         }
         drop(plan);
         self.wake.notify_one();
@@ -244,7 +295,13 @@ impl Dispatcher {
                 });
                 (id, result)
             }
-            Step::Widen { id, pickup, vehicle_type, radius_m, offered } => {
+            Step::Widen {
+                id,
+                pickup,
+                vehicle_type,
+                radius_m,
+                offered,
+            } => {
                 let offers = self.offers(pickup, &vehicle_type, radius_m, &offered);
                 if offers.is_empty() {
                     return;
@@ -260,12 +317,14 @@ impl Dispatcher {
             }
         };
         match result {
-            Ok(()) | Err(Error::WrongStatus { .. } | Error::Taken(_) | Error::BookingNotFound(_)) => {
+            Ok(())
+            | Err(Error::WrongStatus { .. } | Error::Taken(_) | Error::BookingNotFound(_)) => {
                 self.plan().forget(id)
             }
             Err(e) => {
                 tracing::warn!(booking = id, error = %e, "dispatch step failed; retrying in 1s");
-                self.plan().retry(id, Instant::now() + Duration::from_secs(1));
+                self.plan()
+                    .retry(id, Instant::now() + Duration::from_secs(1));
             }
         }
     }
@@ -305,15 +364,34 @@ mod tests {
         let (cfg, t0) = (cfg(), Instant::now());
         let mut plan = Plan::default();
         let at = GeoPoint { lat: 0.0, lon: 0.0 };
-        plan.track(1, at, "car".into(), [Id::new("9").unwrap()], Duration::ZERO, t0, &cfg);
+        plan.track(
+            1,
+            at,
+            "car".into(),
+            [Id::new("9").unwrap()],
+            Duration::ZERO,
+            t0,
+            &cfg,
+        );
         assert!(plan.due(t0 + Duration::from_secs(19), &cfg).is_empty());
         let first = plan.due(t0 + Duration::from_secs(20), &cfg);
         assert_eq!(radii(&first), [2_000.0]);
-        let Step::Widen { offered, .. } = &first[0] else { unreachable!() };
-        assert!(offered.contains(&Id::new("9").unwrap()), "already offered drivers are skipped");
-        assert_eq!(radii(&plan.due(t0 + Duration::from_secs(40), &cfg)), [3_000.0]);
+        let Step::Widen { offered, .. } = &first[0] else {
+            unreachable!()
+        };
+        assert!(
+            offered.contains(&Id::new("9").unwrap()),
+            "already offered drivers are skipped"
+        );
+        assert_eq!(
+            radii(&plan.due(t0 + Duration::from_secs(40), &cfg)),
+            [3_000.0]
+        );
         assert_eq!(plan.next_deadline(), Some(t0 + Duration::from_secs(60)));
-        assert_eq!(plan.due(t0 + Duration::from_secs(60), &cfg), [Step::Expire(1)]);
+        assert_eq!(
+            plan.due(t0 + Duration::from_secs(60), &cfg),
+            [Step::Expire(1)]
+        );
         assert_eq!(plan.next_deadline(), None);
         plan.forget(1);
         assert!(plan.is_empty());
@@ -326,7 +404,10 @@ mod tests {
         let at = GeoPoint { lat: 0.0, lon: 0.0 };
         plan.track(1, at, "car".into(), [], Duration::from_secs(50), t0, &cfg);
         assert_eq!(plan.next_deadline(), Some(t0 + Duration::from_secs(10)));
-        assert_eq!(plan.due(t0 + Duration::from_secs(10), &cfg), [Step::Expire(1)]);
+        assert_eq!(
+            plan.due(t0 + Duration::from_secs(10), &cfg),
+            [Step::Expire(1)]
+        );
         plan.track(2, at, "car".into(), [], Duration::from_secs(500), t0, &cfg);
         assert_eq!(plan.due(t0, &cfg), [Step::Expire(2)]);
     }

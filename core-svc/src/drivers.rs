@@ -65,7 +65,10 @@ impl Inner {
         if let Some(entry) = self.drivers.get(id)
             && let Some(at) = entry.indexed_at()
         {
-            self.by_vehicle.entry(entry.driver.vehicle_type.clone()).or_default().insert(id.clone(), at);
+            self.by_vehicle
+                .entry(entry.driver.vehicle_type.clone())
+                .or_default()
+                .insert(id.clone(), at);
         }
     }
 }
@@ -82,7 +85,13 @@ impl Registry {
         let mut inner = self.lock();
         inner.unindex(&driver.id);
         let location = inner.drivers.get(&driver.id).and_then(|e| e.location);
-        inner.drivers.insert(driver.id.clone(), Entry { driver: driver.clone(), location });
+        inner.drivers.insert(
+            driver.id.clone(),
+            Entry {
+                driver: driver.clone(),
+                location,
+            },
+        );
         inner.index(&driver.id);
     }
 
@@ -90,7 +99,11 @@ impl Registry {
     ///
     /// # Errors
     /// [`Error::DriverNotFound`] for a driver never registered.
-    pub fn update_location(&self, id: &Id, location: Location) -> Result<Option<ActiveTrip>, Error> {
+    pub fn update_location(
+        &self,
+        id: &Id,
+        location: Location,
+    ) -> Result<Option<ActiveTrip>, Error> {
         let mut inner = self.lock();
         if !inner.drivers.contains_key(id) {
             return Err(Error::DriverNotFound(id.to_string()));
@@ -104,7 +117,10 @@ impl Registry {
     }
 
     pub fn get(&self, id: &Id) -> Option<(Driver, Option<Location>)> {
-        self.lock().drivers.get(id).map(|e| (e.driver.clone(), e.location))
+        self.lock()
+            .drivers
+            .get(id)
+            .map(|e| (e.driver.clone(), e.location))
     }
 
     /// Available drivers of `vehicle_type` within `radius_m` of `center`, nearest
@@ -118,13 +134,19 @@ impl Registry {
         exclude: impl Fn(&Id) -> bool,
     ) -> Vec<Nearby> {
         let inner = self.lock();
-        let Some(index) = inner.by_vehicle.get(vehicle_type) else { return Vec::new() };
+        let Some(index) = inner.by_vehicle.get(vehicle_type) else {
+            return Vec::new();
+        };
         index
             .nearest(center, radius_m, limit, |id| exclude(id))
             .into_iter()
             .filter_map(|(id, distance_m)| {
                 let location = inner.drivers.get(&id)?.location?;
-                Some(Nearby { driver_id: id, location, distance_m })
+                Some(Nearby {
+                    driver_id: id,
+                    location,
+                    distance_m,
+                })
             })
             .collect()
     }
@@ -138,11 +160,21 @@ mod tests {
     use crate::model::BookingStatus;
 
     fn driver(id: &str, status: DriverStatus, vehicle: &str) -> Driver {
-        Driver { id: Id::new(id).unwrap(), status, vehicle_type: vehicle.into(), active: None }
+        Driver {
+            id: Id::new(id).unwrap(),
+            status,
+            vehicle_type: vehicle.into(),
+            active: None,
+        }
     }
 
     fn at(lat: f64, lon: f64) -> Location {
-        Location { point: GeoPoint { lat, lon }, heading: 0.0, speed_mps: 0.0, at: SystemTime::UNIX_EPOCH }
+        Location {
+            point: GeoPoint { lat, lon },
+            heading: 0.0,
+            speed_mps: 0.0,
+            at: SystemTime::UNIX_EPOCH,
+        }
     }
 
     fn ids(found: Vec<Nearby>) -> Vec<String> {
@@ -152,40 +184,62 @@ mod tests {
     #[test]
     fn only_available_drivers_with_a_position_of_the_vehicle_type_are_found() {
         let r = Registry::default();
-        let center = GeoPoint { lat: 10.0, lon: 10.0 };
+        let center = GeoPoint {
+            lat: 10.0,
+            lon: 10.0,
+        };
         r.apply(&driver("1", DriverStatus::Available, "car"));
         r.apply(&driver("2", DriverStatus::Available, "car"));
         r.apply(&driver("3", DriverStatus::Offline, "car"));
         r.apply(&driver("4", DriverStatus::Available, "bike"));
         r.apply(&driver("5", DriverStatus::Available, "car")); // never reports a position
         for (id, lat) in [("1", 10.01), ("2", 10.001), ("3", 10.0), ("4", 10.0)] {
-            r.update_location(&Id::new(id).unwrap(), at(lat, 10.0)).unwrap();
+            r.update_location(&Id::new(id).unwrap(), at(lat, 10.0))
+                .unwrap();
         }
-        assert_eq!(ids(r.nearest("car", center, 5_000.0, 10, |_| false)), ["2", "1"]);
+        assert_eq!(
+            ids(r.nearest("car", center, 5_000.0, 10, |_| false)),
+            ["2", "1"]
+        );
 
         // Going on a trip takes a driver out; coming back puts them in again.
         let mut busy = driver("2", DriverStatus::OnTrip, "car");
-        busy.active = Some(ActiveTrip { booking_id: 1, user_id: Id::new("u").unwrap(), status: BookingStatus::Accepted });
+        busy.active = Some(ActiveTrip {
+            booking_id: 1,
+            user_id: Id::new("u").unwrap(),
+            status: BookingStatus::Accepted,
+        });
         r.apply(&busy);
         assert_eq!(ids(r.nearest("car", center, 5_000.0, 10, |_| false)), ["1"]);
-        let trip = r.update_location(&Id::new("2").unwrap(), at(10.0005, 10.0)).unwrap();
+        let trip = r
+            .update_location(&Id::new("2").unwrap(), at(10.0005, 10.0))
+            .unwrap();
         assert_eq!(trip.unwrap().booking_id, 1);
         r.apply(&driver("2", DriverStatus::Available, "car"));
-        assert_eq!(ids(r.nearest("car", center, 5_000.0, 10, |_| false)), ["2", "1"]);
+        assert_eq!(
+            ids(r.nearest("car", center, 5_000.0, 10, |_| false)),
+            ["2", "1"]
+        );
 
         // A moved driver is found where it is now, not where it was.
-        r.update_location(&Id::new("1").unwrap(), at(11.0, 10.0)).unwrap();
+        r.update_location(&Id::new("1").unwrap(), at(11.0, 10.0))
+            .unwrap();
         assert_eq!(ids(r.nearest("car", center, 5_000.0, 10, |_| false)), ["2"]);
 
         // A changed vehicle type moves the driver to the other index.
         r.apply(&driver("2", DriverStatus::Available, "bike"));
         assert!(r.nearest("car", center, 5_000.0, 10, |_| false).is_empty());
-        assert_eq!(ids(r.nearest("bike", center, 5_000.0, 10, |_| false)), ["4", "2"]);
+        assert_eq!(
+            ids(r.nearest("bike", center, 5_000.0, 10, |_| false)),
+            ["4", "2"]
+        );
     }
 
     #[test]
     fn unknown_drivers_cannot_report_positions() {
-        let err = Registry::default().update_location(&Id::new("9").unwrap(), at(0.0, 0.0)).unwrap_err();
+        let err = Registry::default()
+            .update_location(&Id::new("9").unwrap(), at(0.0, 0.0))
+            .unwrap_err();
         assert_eq!(err, Error::DriverNotFound("9".into()));
     }
 }

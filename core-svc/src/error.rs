@@ -20,7 +20,11 @@ pub enum Error {
     #[error("driver {0} has not reported a position since core-svc started")]
     NoLocation(String),
     #[error("booking {booking} is {status}: {what}", status = .status.as_str())]
-    WrongStatus { booking: BookingId, status: BookingStatus, what: &'static str },
+    WrongStatus {
+        booking: BookingId,
+        status: BookingStatus,
+        what: &'static str,
+    },
     #[error("booking {0} was already taken by another driver")]
     Taken(BookingId),
     #[error("{0}")]
@@ -55,7 +59,9 @@ impl Error {
             Self::InvalidArgument(_) | Self::WrongOtp { .. } => Code::InvalidArgument,
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::PermissionDenied(_) => Code::PermissionDenied,
-            Self::BookingNotFound(_) | Self::DriverNotFound(_) | Self::NoLocation(_) => Code::NotFound,
+            Self::BookingNotFound(_) | Self::DriverNotFound(_) | Self::NoLocation(_) => {
+                Code::NotFound
+            }
             Self::WrongStatus { .. } | Self::Taken(_) | Self::FailedPrecondition(_) => {
                 Code::FailedPrecondition
             }
@@ -87,10 +93,27 @@ mod tests {
 
     #[test]
     fn messages_name_the_state() {
-        let e = Error::WrongStatus { booking: 12, status: BookingStatus::Cancelled, what: "only a pending booking can be accepted" };
-        assert_eq!(e.to_string(), "booking 12 is cancelled: only a pending booking can be accepted");
+        let e = Error::WrongStatus {
+            booking: 12,
+            status: BookingStatus::Cancelled,
+            what: "only a pending booking can be accepted",
+        };
+        assert_eq!(
+            e.to_string(),
+            "booking 12 is cancelled: only a pending booking can be accepted"
+        );
         assert_eq!(Status::from(e).code(), Code::FailedPrecondition);
-        assert_eq!(Status::from(Error::OtpLocked(3)).code(), Code::ResourceExhausted);
-        assert_eq!(Status::from(Error::WrongOtp { booking: 3, left: 2 }).message(), "wrong OTP for booking 3: 2 tries left");
+        assert_eq!(
+            Status::from(Error::OtpLocked(3)).code(),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            Status::from(Error::WrongOtp {
+                booking: 3,
+                left: 2
+            })
+            .message(),
+            "wrong OTP for booking 3: 2 tries left"
+        );
     }
 }

@@ -14,7 +14,8 @@ pub type Outgoing = Vec<(Topic, Kind)>;
 pub fn booking_changed(b: &Booking, previous: Option<BookingStatus>) -> Outgoing {
     let kind = Kind::BookingChanged(pb::BookingChanged {
         booking: Some(b.to_pb(false)),
-        previous_status: previous.map_or(pb::BookingStatus::Unspecified, BookingStatus::to_pb) as i32,
+        previous_status: previous.map_or(pb::BookingStatus::Unspecified, BookingStatus::to_pb)
+            as i32,
     });
     let mut out = vec![(Topic::UserBookings(b.user_id.clone()), kind.clone())];
     if let Some(driver) = &b.driver_id {
@@ -64,12 +65,20 @@ pub fn offers_closed(b: &Booking, drivers: &[Id], reason: offer_closed::Reason) 
 
 /// A new OTP for the rider only.
 pub fn otp_issued(b: &Booking, otp: &str) -> Outgoing {
-    let kind = Kind::OtpIssued(pb::OtpIssued { booking_id: b.id, otp: otp.to_owned() });
+    let kind = Kind::OtpIssued(pb::OtpIssued {
+        booking_id: b.id,
+        otp: otp.to_owned(),
+    });
     vec![(Topic::UserBookings(b.user_id.clone()), kind)]
 }
 
 /// A driver's availability changed: the admins hear of it.
-pub fn driver_status(driver: &Id, previous: Option<DriverStatus>, now: DriverStatus, vehicle_type: &str) -> Outgoing {
+pub fn driver_status(
+    driver: &Id,
+    previous: Option<DriverStatus>,
+    now: DriverStatus,
+    vehicle_type: &str,
+) -> Outgoing {
     let kind = Kind::DriverStatus(pb::DriverStatusChanged {
         driver_id: driver.to_string(),
         status: now.to_pb() as i32,
@@ -87,7 +96,10 @@ mod tests {
     use crate::model::{GeoPoint, Place};
 
     fn booking(status: BookingStatus, driver: Option<&str>) -> Booking {
-        let place = Place { point: GeoPoint { lat: 1.0, lon: 2.0 }, address: "x".into() };
+        let place = Place {
+            point: GeoPoint { lat: 1.0, lon: 2.0 },
+            address: "x".into(),
+        };
         Booking {
             id: 5,
             user_id: Id::new("12").unwrap(),
@@ -116,11 +128,25 @@ mod tests {
 
     #[test]
     fn status_changes_reach_rider_driver_and_admins_without_the_otp() {
-        assert_eq!(names(&booking_changed(&booking(BookingStatus::Pending, None), None)), ["user_12_bookings", "admins"]);
-        let out = booking_changed(&booking(BookingStatus::Accepted, Some("45")), Some(BookingStatus::Pending));
-        assert_eq!(names(&out), ["user_12_bookings", "driver_45_bookings", "admins"]);
+        assert_eq!(
+            names(&booking_changed(
+                &booking(BookingStatus::Pending, None),
+                None
+            )),
+            ["user_12_bookings", "admins"]
+        );
+        let out = booking_changed(
+            &booking(BookingStatus::Accepted, Some("45")),
+            Some(BookingStatus::Pending),
+        );
+        assert_eq!(
+            names(&out),
+            ["user_12_bookings", "driver_45_bookings", "admins"]
+        );
         for (_, kind) in &out {
-            let Kind::BookingChanged(c) = kind else { panic!("{kind:?}") };
+            let Kind::BookingChanged(c) = kind else {
+                panic!("{kind:?}")
+            };
             assert_eq!(c.booking.as_ref().unwrap().otp, "");
             assert_eq!(c.previous_status, pb::BookingStatus::Pending as i32);
         }
@@ -141,14 +167,26 @@ mod tests {
         assert_eq!(
             reasons,
             [
-                ("driver_45_available_bookings".to_owned(), offer_closed::Reason::Accepted as i32),
-                ("driver_46_available_bookings".to_owned(), offer_closed::Reason::Taken as i32)
+                (
+                    "driver_45_available_bookings".to_owned(),
+                    offer_closed::Reason::Accepted as i32
+                ),
+                (
+                    "driver_46_available_bookings".to_owned(),
+                    offer_closed::Reason::Taken as i32
+                )
             ]
         );
     }
 
     #[test]
     fn otps_go_to_the_rider_only() {
-        assert_eq!(names(&otp_issued(&booking(BookingStatus::Accepted, Some("45")), "123456")), ["user_12_bookings"]);
+        assert_eq!(
+            names(&otp_issued(
+                &booking(BookingStatus::Accepted, Some("45")),
+                "123456"
+            )),
+            ["user_12_bookings"]
+        );
     }
 }

@@ -54,7 +54,9 @@ impl<K: PartialEq + Clone> SpatialIndex<K> {
 
     /// Removes `key` from where it was inserted at `at`.
     pub fn remove(&mut self, key: &K, at: GeoPoint) -> bool {
-        self.tree.remove(&GeomWithData::new(unit_vector(at), key.clone())).is_some()
+        self.tree
+            .remove(&GeomWithData::new(unit_vector(at), key.clone()))
+            .is_some()
     }
 
     pub fn len(&self) -> usize {
@@ -123,10 +125,23 @@ mod tests {
         let keys: Vec<_> = found.iter().map(|(k, _)| *k).collect();
         assert_eq!(keys, ["near", "mid", "far"]);
         for (k, d) in &found {
-            let expect = distance_m(center, match *k { "near" => p(37.7760, -122.4194), "mid" => p(37.7749, -122.40), _ => p(37.80, -122.4194) });
+            let expect = distance_m(
+                center,
+                match *k {
+                    "near" => p(37.7760, -122.4194),
+                    "mid" => p(37.7749, -122.40),
+                    _ => p(37.80, -122.4194),
+                },
+            );
             assert!((d - expect).abs() < 0.01, "{k}: {d} vs {expect}");
         }
-        assert_eq!(idx.nearest(center, 3_000.0, 2, |k| *k == "near").iter().map(|(k, _)| *k).collect::<Vec<_>>(), ["mid", "far"]);
+        assert_eq!(
+            idx.nearest(center, 3_000.0, 2, |k| *k == "near")
+                .iter()
+                .map(|(k, _)| *k)
+                .collect::<Vec<_>>(),
+            ["mid", "far"]
+        );
     }
 
     #[test]

@@ -84,7 +84,11 @@ pub struct Closed;
 impl Hub {
     /// A hub whose subscribers each get a queue of `capacity` events.
     pub fn new(epoch: u64, capacity: usize) -> Arc<Self> {
-        Arc::new(Self { epoch, capacity: capacity.max(1), inner: Mutex::default() })
+        Arc::new(Self {
+            epoch,
+            capacity: capacity.max(1),
+            inner: Mutex::default(),
+        })
     }
 
     pub fn epoch(&self) -> u64 {
@@ -99,7 +103,9 @@ impl Hub {
     pub fn publish(&self, events: &[pb::Event]) {
         let mut inner = self.lock();
         for event in events {
-            let Some(entry) = inner.topics.get_mut(&event.topic) else { continue };
+            let Some(entry) = inner.topics.get_mut(&event.topic) else {
+                continue;
+            };
             let (seq, _) = split(event.cursor.map_or(0, |c| c.offset));
             if entry.head.is_none_or(|h| seq > h) {
                 entry.head = Some(seq);
@@ -115,16 +121,24 @@ impl Hub {
     /// kept anyway) or the topic's head is not known yet.
     pub fn publish_ephemeral(&self, topic: &str, kind: Kind, at: SystemTime) -> bool {
         let mut inner = self.lock();
-        let Some(entry) = inner.topics.get_mut(topic) else { return false };
+        let Some(entry) = inner.topics.get_mut(topic) else {
+            return false;
+        };
         let Some(head) = entry.head else { return false };
         if entry.ephemeral + 1 >= EPHEMERAL_SPAN {
-            tracing::warn!(topic, "ephemeral offsets exhausted until the next durable event");
+            tracing::warn!(
+                topic,
+                "ephemeral offsets exhausted until the next durable event"
+            );
             return false;
         }
         entry.ephemeral += 1;
         let event = Arc::new(pb::Event {
             topic: topic.to_owned(),
-            cursor: Some(pb::Cursor { epoch: self.epoch, offset: head * EPHEMERAL_SPAN + entry.ephemeral }),
+            cursor: Some(pb::Cursor {
+                epoch: self.epoch,
+                offset: head * EPHEMERAL_SPAN + entry.ephemeral,
+            }),
             occurred_at: Some(timestamp(at)),
             kind: Some(kind),
         });
@@ -147,18 +161,35 @@ impl Hub {
         inner.next_id += 1;
         let id = inner.next_id;
         for topic in &topics {
-            let sub = Sub { id, tx: tx.clone(), lagged: lagged.clone() };
-            inner.topics.entry(topic.clone()).or_default().subs.push(sub);
+            let sub = Sub {
+                id,
+                tx: tx.clone(),
+                lagged: lagged.clone(),
+            };
+            inner
+                .topics
+                .entry(topic.clone())
+                .or_default()
+                .subs
+                .push(sub);
         }
         drop(inner);
-        Ok(Subscription { hub: self.clone(), id, topics, rx, lagged })
+        Ok(Subscription {
+            hub: self.clone(),
+            id,
+            topics,
+            rx,
+            lagged,
+        })
     }
 
     /// Tells the hub a topic's durable head as read from storage, and the offset a
     /// subscriber resumes from, so later ephemeral offsets exceed both.
     pub fn observe(&self, topic: &str, head: u64, resume_offset: Option<u64>) {
         let mut inner = self.lock();
-        let Some(entry) = inner.topics.get_mut(topic) else { return };
+        let Some(entry) = inner.topics.get_mut(topic) else {
+            return;
+        };
         if entry.head.is_none_or(|h| head > h) {
             entry.head = Some(head);
             entry.ephemeral = 0;
@@ -243,9 +274,15 @@ mod tests {
     fn durable(topic: &str, seq: u64) -> pb::Event {
         pb::Event {
             topic: topic.into(),
-            cursor: Some(pb::Cursor { epoch: 1, offset: seq * EPHEMERAL_SPAN }),
+            cursor: Some(pb::Cursor {
+                epoch: 1,
+                offset: seq * EPHEMERAL_SPAN,
+            }),
             occurred_at: None,
-            kind: Some(Kind::OtpIssued(pb::OtpIssued { booking_id: seq, otp: String::new() })),
+            kind: Some(Kind::OtpIssued(pb::OtpIssued {
+                booking_id: seq,
+                otp: String::new(),
+            })),
         }
     }
 
@@ -265,7 +302,12 @@ mod tests {
         let hub = Hub::new(1, 16);
         let mut a = hub.subscribe(vec!["t".into(), "u".into()]).unwrap();
         let mut b = hub.subscribe(vec!["u".into()]).unwrap();
-        hub.publish(&[durable("t", 1), durable("u", 1), durable("v", 1), durable("t", 2)]);
+        hub.publish(&[
+            durable("t", 1),
+            durable("u", 1),
+            durable("v", 1),
+            durable("t", 2),
+        ]);
         assert_eq!(offset(&mut a).await, EPHEMERAL_SPAN);
         assert_eq!(offset(&mut a).await, EPHEMERAL_SPAN);
         assert_eq!(offset(&mut a).await, 2 * EPHEMERAL_SPAN);
@@ -298,7 +340,11 @@ mod tests {
         assert_eq!(offset(&mut fast).await, EPHEMERAL_SPAN);
         assert_eq!(offset(&mut fast).await, 2 * EPHEMERAL_SPAN);
         hub.publish(&[durable("t", 3)]);
-        assert_eq!(hub.subscribers("t"), 1, "the lagged subscriber is dropped at once");
+        assert_eq!(
+            hub.subscribers("t"),
+            1,
+            "the lagged subscriber is dropped at once"
+        );
         assert_eq!(offset(&mut fast).await, 3 * EPHEMERAL_SPAN);
         assert_eq!(offset(&mut slow).await, EPHEMERAL_SPAN);
         assert_eq!(offset(&mut slow).await, 2 * EPHEMERAL_SPAN);

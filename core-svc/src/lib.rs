@@ -15,6 +15,7 @@
 //! - [`dispatch`]: widens the search radius for pending bookings and expires them.
 //! - [`fanout`]: which topics each change is told to, and with what event.
 //! - [`hub`]: live fan-out of events to subscribers, with bounded queues.
+//! - [`live`]: the commit sink feeding the hub and the registry.
 //! - [`store`]: the storage interface and its SQLite implementation.
 //! - [`api`]: the tonic services; converts requests to domain types and checks roles.
 //! - [`error`]: the domain error and the one table that maps it to gRPC codes.
@@ -47,6 +48,7 @@ pub mod fanout;
 pub mod geo;
 pub mod hub;
 pub mod lifecycle;
+pub mod live;
 pub mod model;
 pub mod otp;
 pub mod server;
@@ -54,4 +56,4 @@ pub mod store;
 pub mod tariff;
 
 pub use config::Config;
-
+pub use server::run;

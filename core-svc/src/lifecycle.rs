@@ -13,11 +13,20 @@ use crate::model::{Booking, BookingStatus, Canceller};
 /// What may happen to a booking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action<'a> {
-    Accept { driver: &'a Id },
-    VerifyOtp { driver: &'a Id },
+    Accept {
+        driver: &'a Id,
+    },
+    VerifyOtp {
+        driver: &'a Id,
+    },
     IssueOtp,
-    Complete { driver: &'a Id },
-    Cancel { by: Canceller, driver: Option<&'a Id> },
+    Complete {
+        driver: &'a Id,
+    },
+    Cancel {
+        by: Canceller,
+        driver: Option<&'a Id>,
+    },
     Expire,
 }
 
@@ -30,10 +39,16 @@ pub enum Action<'a> {
 pub fn next(booking: &Booking, action: Action<'_>) -> Result<BookingStatus, Error> {
     use BookingStatus::*;
     let id = booking.id;
-    let wrong = |what| Error::WrongStatus { booking: id, status: booking.status, what };
+    let wrong = |what| Error::WrongStatus {
+        booking: id,
+        status: booking.status,
+        what,
+    };
     let own = |driver: &Id| match &booking.driver_id {
         Some(d) if d == driver => Ok(()),
-        _ => Err(Error::precondition(format!("booking {id} was not accepted by driver {driver}"))),
+        _ => Err(Error::precondition(format!(
+            "booking {id} was not accepted by driver {driver}"
+        ))),
     };
     match (booking.status, action) {
         (Pending, Action::Accept { .. }) => Ok(Accepted),
@@ -45,17 +60,29 @@ pub fn next(booking: &Booking, action: Action<'_>) -> Result<BookingStatus, Erro
         (_, Action::IssueOtp) => Err(wrong("an OTP is issued only for an accepted booking")),
         (OnTrip, Action::Complete { driver }) => own(driver).map(|()| Completed),
         (_, Action::Complete { .. }) => Err(wrong("only a booking on trip can be completed")),
-        (Pending, Action::Cancel { by: Canceller::Driver, .. }) => Err(Error::precondition(format!(
+        (
+            Pending,
+            Action::Cancel {
+                by: Canceller::Driver,
+                ..
+            },
+        ) => Err(Error::precondition(format!(
             "booking {id} has no driver yet: a driver can cancel only a booking it accepted"
         ))),
-        (Accepted, Action::Cancel { by: Canceller::Driver, driver: Some(driver) }) => {
-            own(driver).map(|()| Cancelled)
-        }
+        (
+            Accepted,
+            Action::Cancel {
+                by: Canceller::Driver,
+                driver: Some(driver),
+            },
+        ) => own(driver).map(|()| Cancelled),
         (Pending | Accepted, Action::Cancel { .. }) => Ok(Cancelled),
-        (OnTrip, Action::Cancel { .. }) => {
-            Err(wrong("a trip in progress cannot be cancelled, only completed"))
+        (OnTrip, Action::Cancel { .. }) => Err(wrong(
+            "a trip in progress cannot be cancelled, only completed",
+        )),
+        (_, Action::Cancel { .. }) => {
+            Err(wrong("only a pending or accepted booking can be cancelled"))
         }
-        (_, Action::Cancel { .. }) => Err(wrong("only a pending or accepted booking can be cancelled")),
         (Pending, Action::Expire) => Ok(Expired),
         (_, Action::Expire) => Err(wrong("only a pending booking can expire")),
     }
@@ -70,7 +97,10 @@ mod tests {
     use tonic::Code;
 
     fn booking(status: BookingStatus, driver: Option<&str>) -> Booking {
-        let place = Place { point: GeoPoint { lat: 0.0, lon: 0.0 }, address: String::new() };
+        let place = Place {
+            point: GeoPoint { lat: 0.0, lon: 0.0 },
+            address: String::new(),
+        };
         Booking {
             id: 7,
             user_id: Id::new("1").unwrap(),
@@ -96,52 +126,146 @@ mod tests {
     #[test]
     fn the_happy_path() {
         let d = Id::new("9").unwrap();
-        assert_eq!(next(&booking(BookingStatus::Pending, None), Action::Accept { driver: &d }), Ok(BookingStatus::Accepted));
+        assert_eq!(
+            next(
+                &booking(BookingStatus::Pending, None),
+                Action::Accept { driver: &d }
+            ),
+            Ok(BookingStatus::Accepted)
+        );
         let accepted = booking(BookingStatus::Accepted, Some("9"));
-        assert_eq!(next(&accepted, Action::VerifyOtp { driver: &d }), Ok(BookingStatus::OnTrip));
-        assert_eq!(next(&accepted, Action::IssueOtp), Ok(BookingStatus::Accepted));
+        assert_eq!(
+            next(&accepted, Action::VerifyOtp { driver: &d }),
+            Ok(BookingStatus::OnTrip)
+        );
+        assert_eq!(
+            next(&accepted, Action::IssueOtp),
+            Ok(BookingStatus::Accepted)
+        );
         let on_trip = booking(BookingStatus::OnTrip, Some("9"));
-        assert_eq!(next(&on_trip, Action::Complete { driver: &d }), Ok(BookingStatus::Completed));
-        assert_eq!(next(&booking(BookingStatus::Pending, None), Action::Expire), Ok(BookingStatus::Expired));
+        assert_eq!(
+            next(&on_trip, Action::Complete { driver: &d }),
+            Ok(BookingStatus::Completed)
+        );
+        assert_eq!(
+            next(&booking(BookingStatus::Pending, None), Action::Expire),
+            Ok(BookingStatus::Expired)
+        );
     }
 
     #[test]
     fn a_second_accept_is_told_the_booking_was_taken() {
         let d = Id::new("8").unwrap();
-        for status in [BookingStatus::Accepted, BookingStatus::OnTrip, BookingStatus::Completed] {
-            assert_eq!(next(&booking(status, Some("9")), Action::Accept { driver: &d }), Err(Error::Taken(7)));
+        for status in [
+            BookingStatus::Accepted,
+            BookingStatus::OnTrip,
+            BookingStatus::Completed,
+        ] {
+            assert_eq!(
+                next(&booking(status, Some("9")), Action::Accept { driver: &d }),
+                Err(Error::Taken(7))
+            );
         }
-        let err = next(&booking(BookingStatus::Cancelled, None), Action::Accept { driver: &d }).unwrap_err();
-        assert_eq!(err.to_string(), "booking 7 is cancelled: only a pending booking can be accepted");
+        let err = next(
+            &booking(BookingStatus::Cancelled, None),
+            Action::Accept { driver: &d },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "booking 7 is cancelled: only a pending booking can be accepted"
+        );
     }
 
     #[test]
     fn cancel_rules() {
         let d9 = Id::new("9").unwrap();
         let d8 = Id::new("8").unwrap();
-        let by_user = Action::Cancel { by: Canceller::User, driver: None };
-        assert_eq!(next(&booking(BookingStatus::Pending, None), by_user), Ok(BookingStatus::Cancelled));
-        assert_eq!(next(&booking(BookingStatus::Accepted, Some("9")), by_user), Ok(BookingStatus::Cancelled));
-        let by_9 = Action::Cancel { by: Canceller::Driver, driver: Some(&d9) };
-        assert_eq!(next(&booking(BookingStatus::Accepted, Some("9")), by_9), Ok(BookingStatus::Cancelled));
-        let by_8 = Action::Cancel { by: Canceller::Driver, driver: Some(&d8) };
-        assert_eq!(next(&booking(BookingStatus::Accepted, Some("9")), by_8).unwrap_err().code(), Code::FailedPrecondition);
-        assert_eq!(next(&booking(BookingStatus::Pending, None), by_9).unwrap_err().code(), Code::FailedPrecondition);
+        let by_user = Action::Cancel {
+            by: Canceller::User,
+            driver: None,
+        };
+        assert_eq!(
+            next(&booking(BookingStatus::Pending, None), by_user),
+            Ok(BookingStatus::Cancelled)
+        );
+        assert_eq!(
+            next(&booking(BookingStatus::Accepted, Some("9")), by_user),
+            Ok(BookingStatus::Cancelled)
+        );
+        let by_9 = Action::Cancel {
+            by: Canceller::Driver,
+            driver: Some(&d9),
+        };
+        assert_eq!(
+            next(&booking(BookingStatus::Accepted, Some("9")), by_9),
+            Ok(BookingStatus::Cancelled)
+        );
+        let by_8 = Action::Cancel {
+            by: Canceller::Driver,
+            driver: Some(&d8),
+        };
+        assert_eq!(
+            next(&booking(BookingStatus::Accepted, Some("9")), by_8)
+                .unwrap_err()
+                .code(),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            next(&booking(BookingStatus::Pending, None), by_9)
+                .unwrap_err()
+                .code(),
+            Code::FailedPrecondition
+        );
         let err = next(&booking(BookingStatus::OnTrip, Some("9")), by_user).unwrap_err();
-        assert_eq!(err.to_string(), "booking 7 is on_trip: a trip in progress cannot be cancelled, only completed");
-        for status in [BookingStatus::Completed, BookingStatus::Cancelled, BookingStatus::Expired] {
-            assert!(matches!(next(&booking(status, Some("9")), by_user), Err(Error::WrongStatus { .. })));
+        assert_eq!(
+            err.to_string(),
+            "booking 7 is on_trip: a trip in progress cannot be cancelled, only completed"
+        );
+        for status in [
+            BookingStatus::Completed,
+            BookingStatus::Cancelled,
+            BookingStatus::Expired,
+        ] {
+            assert!(matches!(
+                next(&booking(status, Some("9")), by_user),
+                Err(Error::WrongStatus { .. })
+            ));
         }
     }
 
     #[test]
     fn only_the_assigned_driver_starts_and_completes() {
         let d8 = Id::new("8").unwrap();
-        let err = next(&booking(BookingStatus::Accepted, Some("9")), Action::VerifyOtp { driver: &d8 }).unwrap_err();
+        let err = next(
+            &booking(BookingStatus::Accepted, Some("9")),
+            Action::VerifyOtp { driver: &d8 },
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "booking 7 was not accepted by driver 8");
-        assert!(next(&booking(BookingStatus::OnTrip, Some("9")), Action::Complete { driver: &d8 }).is_err());
-        assert!(next(&booking(BookingStatus::Accepted, Some("9")), Action::Complete { driver: &Id::new("9").unwrap() }).is_err());
-        assert!(next(&booking(BookingStatus::Pending, None), Action::VerifyOtp { driver: &d8 }).is_err());
+        assert!(
+            next(
+                &booking(BookingStatus::OnTrip, Some("9")),
+                Action::Complete { driver: &d8 }
+            )
+            .is_err()
+        );
+        assert!(
+            next(
+                &booking(BookingStatus::Accepted, Some("9")),
+                Action::Complete {
+                    driver: &Id::new("9").unwrap()
+                }
+            )
+            .is_err()
+        );
+        assert!(
+            next(
+                &booking(BookingStatus::Pending, None),
+                Action::VerifyOtp { driver: &d8 }
+            )
+            .is_err()
+        );
         assert!(next(&booking(BookingStatus::Expired, None), Action::Expire).is_err());
     }
 }

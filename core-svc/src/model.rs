@@ -22,7 +22,9 @@ impl GeoPoint {
     /// not finite.
     pub fn new(lat: f64, lon: f64, field: &str) -> Result<Self, Error> {
         if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
-            return Err(Error::invalid(format!("{field}.latitude must be a number from -90 to 90, got {lat}")));
+            return Err(Error::invalid(format!(
+                "{field}.latitude must be a number from -90 to 90, got {lat}"
+            )));
         }
         if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
             return Err(Error::invalid(format!(
@@ -63,9 +65,16 @@ impl BookingStatus {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Accepted, Self::OnTrip, Self::Completed, Self::Cancelled, Self::Expired]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        [
+            Self::Pending,
+            Self::Accepted,
+            Self::OnTrip,
+            Self::Completed,
+            Self::Cancelled,
+            Self::Expired,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
 
     /// Pending, accepted or on trip.
@@ -115,7 +124,9 @@ impl DriverStatus {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Available, Self::OnTrip, Self::Offline].into_iter().find(|st| st.as_str() == s)
+        [Self::Available, Self::OnTrip, Self::Offline]
+            .into_iter()
+            .find(|st| st.as_str() == s)
     }
 
     pub fn to_pb(self) -> pb::DriverStatus {
@@ -215,7 +226,11 @@ impl Booking {
         pb::Booking {
             id: self.id,
             user_id: self.user_id.to_string(),
-            driver_id: self.driver_id.as_ref().map(Id::to_string).unwrap_or_default(),
+            driver_id: self
+                .driver_id
+                .as_ref()
+                .map(Id::to_string)
+                .unwrap_or_default(),
             status: self.status.to_pb() as i32,
             pickup: Some(place(&self.pickup)),
             dropoff: Some(place(&self.dropoff)),
@@ -226,7 +241,10 @@ impl Booking {
             dropoff_time: self.dropoff_time.map(timestamp),
             created_at: Some(timestamp(self.created_at)),
             updated_at: Some(timestamp(self.updated_at)),
-            cancelled_by: self.cancelled_by.map_or(pb::Canceller::Unspecified, Canceller::to_pb) as i32,
+            cancelled_by: self
+                .cancelled_by
+                .map_or(pb::Canceller::Unspecified, Canceller::to_pb)
+                as i32,
             cancel_reason: self.cancel_reason.clone(),
             otp,
             distance_m: self.distance_m,
@@ -277,7 +295,8 @@ pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
 
 /// Milliseconds since the Unix epoch, as stored.
 pub fn to_millis(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 pub fn from_millis(ms: i64) -> SystemTime {
@@ -292,7 +311,12 @@ mod tests {
     fn coordinates_are_checked() {
         assert!(GeoPoint::new(37.77, -122.42, "pickup").is_ok());
         assert!(GeoPoint::new(90.0, 180.0, "pickup").is_ok());
-        for (lat, lon) in [(90.1, 0.0), (0.0, -180.5), (f64::NAN, 0.0), (0.0, f64::INFINITY)] {
+        for (lat, lon) in [
+            (90.1, 0.0),
+            (0.0, -180.5),
+            (f64::NAN, 0.0),
+            (0.0, f64::INFINITY),
+        ] {
             let err = GeoPoint::new(lat, lon, "pickup").unwrap_err();
             assert!(err.to_string().starts_with("pickup."), "{err}");
         }
@@ -300,7 +324,14 @@ mod tests {
 
     #[test]
     fn status_names_round_trip() {
-        for s in ["pending", "accepted", "on_trip", "completed", "cancelled", "expired"] {
+        for s in [
+            "pending",
+            "accepted",
+            "on_trip",
+            "completed",
+            "cancelled",
+            "expired",
+        ] {
             assert_eq!(BookingStatus::parse(s).unwrap().as_str(), s);
         }
         for s in ["Available", "On Trip", "Offline"] {

@@ -21,7 +21,9 @@ pub fn generate() -> String {
 pub enum Check {
     Correct,
     /// Wrong; this many tries are left.
-    Wrong { left: u32 },
+    Wrong {
+        left: u32,
+    },
     /// Refused without comparing: too many wrong tries already.
     Locked,
 }
@@ -34,7 +36,9 @@ pub fn check(expected: &str, guess: &str, failures: u32) -> Check {
     if bool::from(expected.as_bytes().ct_eq(guess.as_bytes())) {
         Check::Correct
     } else {
-        Check::Wrong { left: MAX_FAILURES - failures - 1 }
+        Check::Wrong {
+            left: MAX_FAILURES - failures - 1,
+        }
     }
 }
 
@@ -51,7 +55,11 @@ mod tests {
     fn codes_are_six_digits_and_vary() {
         let codes: std::collections::HashSet<String> = (0..200).map(|_| generate()).collect();
         assert!(codes.iter().all(|c| well_formed(c)));
-        assert!(codes.len() > 190, "200 draws gave only {} distinct codes", codes.len());
+        assert!(
+            codes.len() > 190,
+            "200 draws gave only {} distinct codes",
+            codes.len()
+        );
     }
 
     #[test]

@@ -1,1 +1,188 @@
-//! todo
+//! Wires the pieces together and serves gRPC until shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use logi::pb::booking_service_server::BookingServiceServer;
+use logi::pb::event_service_server::EventServiceServer;
+use logi::pb::location_service_server::LocationServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Server;
+
+use crate::api::{self, BookingApi, Core, EventApi, LocationApi};
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::drivers::Registry;
+use crate::error::Error;
+use crate::hub::Hub;
+use crate::live::Live;
+use crate::store::sqlite::Sqlite;
+use crate::store::{CommitSink, Store};
+
+/// How often retention runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Storage(#[from] Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves core-svc on `listener` until `shutdown` is cancelled, then ends open
+/// streams, stops background tasks and waits up to the configured grace period for
+/// calls in flight.
+///
+/// # Errors
+/// [`ServeError`] for bad configuration, a database that cannot be opened, or a
+/// failing transport.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    config.validate().map_err(ServeError::Config)?;
+    let verifier = Arc::new(config.jwt.verifier().map_err(ServeError::Config)?);
+    let registry = Arc::new(Registry::default());
+    let mut hub_slot = None;
+    let store = Sqlite::open(&config.database_path(), |epoch| {
+        let hub = Hub::new(epoch, config.subscriber_queue);
+        hub_slot = Some(hub.clone());
+        Arc::new(Live {
+            hub,
+            registry: registry.clone(),
+        }) as Arc<dyn CommitSink>
+    })?;
+    let hub = hub_slot.expect("the sink was built");
+    let store: Arc<dyn Store> = Arc::new(store);
+    for driver in store.drivers().await? {
+        registry.apply(&driver);
+    }
+    let dispatcher = Dispatcher::new(config.dispatch(), store.clone(), registry.clone());
+    let pending = dispatcher.restore().await?;
+    tracing::info!(
+        database = %config.database,
+        epoch = store.epoch(),
+        pending,
+        addr = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
+        "core-svc ready"
+    );
+
+    let tasks = TaskTracker::new();
+    tasks.spawn(dispatcher.clone().run(shutdown.clone()));
+    tasks.spawn(prune(
+        store.clone(),
+        config.event_retention,
+        shutdown.clone(),
+    ));
+
+    let core = Arc::new(Core {
+        store,
+        hub: hub.clone(),
+        registry,
+        dispatcher,
+        tariffs: config.tariffs(),
+        shutdown: shutdown.clone(),
+    });
+    let auth = api::authenticator(verifier);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<BookingServiceServer<BookingApi>>()
+        .await;
+    health
+        .set_serving::<LocationServiceServer<LocationApi>>()
+        .await;
+    health.set_serving::<EventServiceServer<EventApi>>().await;
+    // Both reflection versions, each knowing the health service too, so every grpcurl
+    // version can list and call everything without .proto files.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(logi::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+
+    let stopping = {
+        let (shutdown, hub, health) = (shutdown.clone(), hub.clone(), health.clone());
+        async move {
+            shutdown.cancelled().await;
+            tracing::info!("shutting down: ending open streams");
+            health
+                .set_not_serving::<BookingServiceServer<BookingApi>>()
+                .await;
+            hub.close();
+        }
+    };
+    let serve = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .trace_fn(|req| tracing::info_span!("rpc", path = %req.uri().path()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(BookingServiceServer::with_interceptor(
+            BookingApi(core.clone()),
+            auth.clone(),
+        ))
+        .add_service(LocationServiceServer::with_interceptor(
+            LocationApi(core.clone()),
+            auth.clone(),
+        ))
+        .add_service(EventServiceServer::with_interceptor(
+            EventApi(core.clone()),
+            auth,
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping);
+    let grace_over = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(config.shutdown_grace).await;
+    };
+    let served = tokio::select! {
+        served = serve => served,
+        () = grace_over => {
+            tracing::warn!("grace period over: dropping the calls still open");
+            Ok(())
+        }
+    };
+    tasks.close();
+    if tokio::time::timeout(config.shutdown_grace, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks did not stop in time");
+    }
+    tracing::info!("core-svc stopped");
+    Ok(served?)
+}
+
+/// Removes durable events older than `retention`, every [`PRUNE_EVERY`].
+async fn prune(store: Arc<dyn Store>, retention: Duration, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let Some(before) = SystemTime::now().checked_sub(retention) else {
+            continue;
+        };
+        match store.prune(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "event retention"),
+            Err(e) => tracing::warn!(error = %e, "event retention failed"),
+        }
+    }
+}

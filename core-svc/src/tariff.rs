@@ -25,14 +25,22 @@ impl FromStr for TariffSpec {
         let bad = || format!("tariff {s:?} must look like NAME=BASE+PER_KM, e.g. car=2.50+1.20");
         let (name, rates) = s.split_once('=').ok_or_else(bad)?;
         let (base, per_km) = rates.split_once('+').ok_or_else(bad)?;
-        let num = |v: &str| v.trim().parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0);
+        let num = |v: &str| {
+            v.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+        };
         let name = name.trim();
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(bad());
         }
         Ok(Self {
             vehicle_type: name.to_owned(),
-            tariff: Tariff { base: num(base).ok_or_else(bad)?, per_km: num(per_km).ok_or_else(bad)? },
+            tariff: Tariff {
+                base: num(base).ok_or_else(bad)?,
+                per_km: num(per_km).ok_or_else(bad)?,
+            },
         })
     }
 }
@@ -59,7 +67,12 @@ impl Tariffs {
         if specs.is_empty() {
             return Self::default();
         }
-        Self(specs.iter().map(|s| (s.vehicle_type.clone(), s.tariff)).collect())
+        Self(
+            specs
+                .iter()
+                .map(|s| (s.vehicle_type.clone(), s.tariff))
+                .collect(),
+        )
     }
 
     pub fn get(&self, vehicle_type: &str) -> Option<Tariff> {
@@ -94,7 +107,13 @@ mod tests {
     fn parses_specs() {
         let s: TariffSpec = "tuk-tuk=1.5+0.25".parse().unwrap();
         assert_eq!(s.vehicle_type, "tuk-tuk");
-        assert_eq!(s.tariff, Tariff { base: 1.5, per_km: 0.25 });
+        assert_eq!(
+            s.tariff,
+            Tariff {
+                base: 1.5,
+                per_km: 0.25
+            }
+        );
         for bad in ["car", "car=1", "car=a+1", "=1+1", "car=-1+1", "c r=1+1"] {
             assert!(bad.parse::<TariffSpec>().is_err(), "{bad}");
         }

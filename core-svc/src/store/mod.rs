@@ -16,7 +16,9 @@ use logi::id::Id;
 use logi::pb;
 
 use crate::error::Error;
-use crate::model::{Booking, BookingId, BookingStatus, Canceller, Driver, DriverStatus, GeoPoint, NewBooking, Offer};
+use crate::model::{
+    Booking, BookingId, BookingStatus, Canceller, Driver, DriverStatus, GeoPoint, NewBooking, Offer,
+};
 
 /// What a committed transaction changed, for the live side.
 #[derive(Debug, Default, Clone)]
@@ -95,7 +97,13 @@ pub trait Store: Send + Sync + 'static {
     async fn complete(&self, id: BookingId, driver: Id) -> Result<Booking, Error>;
 
     /// `driver` is the acting driver when a driver cancels.
-    async fn cancel(&self, id: BookingId, by: Canceller, driver: Option<Id>, reason: String) -> Result<Booking, Error>;
+    async fn cancel(
+        &self,
+        id: BookingId,
+        by: Canceller,
+        driver: Option<Id>,
+        reason: String,
+    ) -> Result<Booking, Error>;
 
     /// Expires a booking nobody accepted.
     async fn expire(&self, id: BookingId) -> Result<Booking, Error>;
@@ -104,7 +112,12 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`Error::InvalidArgument`] when a new driver has no vehicle type,
     /// [`Error::FailedPrecondition`] when the driver is on a trip.
-    async fn set_driver_status(&self, id: Id, status: DriverStatus, vehicle_type: Option<String>) -> Result<Driver, Error>;
+    async fn set_driver_status(
+        &self,
+        id: Id,
+        status: DriverStatus,
+        vehicle_type: Option<String>,
+    ) -> Result<Driver, Error>;
 
     async fn booking(&self, id: BookingId) -> Result<Booking, Error>;
 
@@ -112,7 +125,10 @@ pub trait Store: Send + Sync + 'static {
     async fn offered_to(&self, id: BookingId, driver: Id) -> Result<bool, Error>;
 
     /// A page of bookings, newest first, and the id to continue before, if any.
-    async fn bookings(&self, query: BookingQuery) -> Result<(Vec<Booking>, Option<BookingId>), Error>;
+    async fn bookings(
+        &self,
+        query: BookingQuery,
+    ) -> Result<(Vec<Booking>, Option<BookingId>), Error>;
 
     /// Every registered driver, for the registry at start-up.
     async fn drivers(&self) -> Result<Vec<Driver>, Error>;
@@ -123,7 +139,12 @@ pub trait Store: Send + Sync + 'static {
     async fn topic_state(&self, topic: String) -> Result<TopicState, Error>;
 
     /// Up to `limit` durable events of `topic` after sequence number `after_seq`.
-    async fn events_after(&self, topic: String, after_seq: u64, limit: usize) -> Result<Vec<pb::Event>, Error>;
+    async fn events_after(
+        &self,
+        topic: String,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<pb::Event>, Error>;
 
     /// Removes durable events that occurred before `before`; returns how many.
     async fn prune(&self, before: SystemTime) -> Result<u64, Error>;

@@ -29,7 +29,8 @@ use super::{BookingQuery, CommitSink, Effects, PendingBooking, Store, TopicState
 use crate::error::Error;
 use crate::hub::EPHEMERAL_SPAN;
 use crate::model::{
-    Booking, BookingId, Canceller, Driver, DriverStatus, GeoPoint, NewBooking, Offer, from_millis, timestamp, to_millis,
+    Booking, BookingId, Canceller, Driver, DriverStatus, GeoPoint, NewBooking, Offer, from_millis,
+    timestamp, to_millis,
 };
 use tx::Tx;
 
@@ -57,7 +58,10 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).field("epoch", &self.epoch).finish()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("epoch", &self.epoch)
+            .finish()
     }
 }
 
@@ -87,14 +91,22 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
 }
 
 fn epoch(conn: &Connection) -> Result<u64, Error> {
-    if let Some(v) =
-        conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get::<_, String>(0)).optional()?
+    if let Some(v) = conn
+        .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()?
     {
-        return v.parse().map_err(|_| Error::Storage(format!("meta.epoch {v:?} is not a number")));
+        return v
+            .parse()
+            .map_err(|_| Error::Storage(format!("meta.epoch {v:?} is not a number")));
     }
     // Below 2^53 so that JSON tools that read numbers as doubles keep it exact.
     let epoch = rand::random_range(1..(1u64 << 53));
-    conn.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?1)", [epoch.to_string()])?;
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('epoch', ?1)",
+        [epoch.to_string()],
+    )?;
     Ok(epoch)
 }
 
@@ -104,21 +116,34 @@ impl SqliteStore {
     ///
     /// # Errors
     /// [`Error::Storage`] when the file cannot be created, opened or migrated.
-    pub fn open(path: &Path, sink: impl FnOnce(u64) -> Arc<dyn CommitSink>) -> Result<Arc<Self>, Error> {
+    pub fn open(
+        path: &Path,
+        sink: impl FnOnce(u64) -> Arc<dyn CommitSink>,
+    ) -> Result<Arc<Self>, Error> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::Storage(format!("cannot create folder {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::Storage(format!("cannot create folder {}: {e}", dir.display()))
+            })?;
         }
         let mut writer = connect(path, OpenFlags::default())
             .map_err(|e| Error::Storage(format!("cannot open database {}: {e}", path.display())))?;
-        let mode: String = writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        let mode: String =
+            writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Storage(format!("database {} refused WAL mode ({mode})", path.display())));
+            return Err(Error::Storage(format!(
+                "database {} refused WAL mode ({mode})",
+                path.display()
+            )));
         }
         migrate(&mut writer)?;
         let epoch = epoch(&writer)?;
         let readers = (0..READERS)
-            .map(|_| connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX))
+            .map(|_| {
+                connect(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let (jobs, mut queue) = mpsc::channel::<Job>(WRITE_QUEUE);
         std::thread::Builder::new()
@@ -154,7 +179,12 @@ impl SqliteStore {
             }
             let result = (|| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let mut t = Tx { tx: &tx, epoch, now: SystemTime::now(), fx: Effects::default() };
+                let mut t = Tx {
+                    tx: &tx,
+                    epoch,
+                    now: SystemTime::now(),
+                    fx: Effects::default(),
+                };
                 let value = f(&mut t)?;
                 let fx = std::mem::take(&mut t.fx);
                 tx.commit()?;
@@ -184,13 +214,23 @@ impl SqliteStore {
     ) -> Result<T, Error> {
         let _permit = tokio::time::timeout(ENQUEUE_TIMEOUT, self.read_permits.acquire())
             .await
-            .map_err(|_| Error::Unavailable("core-svc's database is overloaded: retry shortly".into()))?
+            .map_err(|_| {
+                Error::Unavailable("core-svc's database is overloaded: retry shortly".into())
+            })?
             .map_err(|_| Error::Unavailable("core-svc is shutting down".into()))?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = this.readers.lock().unwrap_or_else(|p| p.into_inner()).pop().expect("one per permit");
+            let conn = this
+                .readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop()
+                .expect("one per permit");
             let result = f(&conn);
-            this.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            this.readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
             result
         })
         .await
@@ -213,8 +253,14 @@ impl Sqlite {
 }
 
 fn booking_by_id(conn: &Connection, id: BookingId) -> Result<Booking, Error> {
-    let sql = format!("SELECT {} FROM bookings WHERE id = ?1", rows::BOOKING_COLUMNS);
-    conn.prepare_cached(&sql)?.query_row([id as i64], rows::booking).optional()?.ok_or(Error::BookingNotFound(id))
+    let sql = format!(
+        "SELECT {} FROM bookings WHERE id = ?1",
+        rows::BOOKING_COLUMNS
+    );
+    conn.prepare_cached(&sql)?
+        .query_row([id as i64], rows::booking)
+        .optional()?
+        .ok_or(Error::BookingNotFound(id))
 }
 
 #[async_trait]
@@ -236,7 +282,9 @@ impl Store for Sqlite {
     }
 
     async fn verify_otp(&self, id: BookingId, driver: Id, otp: String) -> Result<Booking, Error> {
-        self.0.write(move |t| t.verify_otp(id, &driver, &otp)).await?
+        self.0
+            .write(move |t| t.verify_otp(id, &driver, &otp))
+            .await?
     }
 
     async fn issue_otp(&self, id: BookingId) -> Result<Booking, Error> {
@@ -247,16 +295,31 @@ impl Store for Sqlite {
         self.0.write(move |t| t.complete(id, &driver)).await
     }
 
-    async fn cancel(&self, id: BookingId, by: Canceller, driver: Option<Id>, reason: String) -> Result<Booking, Error> {
-        self.0.write(move |t| t.cancel(id, by, driver.as_ref(), &reason)).await
+    async fn cancel(
+        &self,
+        id: BookingId,
+        by: Canceller,
+        driver: Option<Id>,
+        reason: String,
+    ) -> Result<Booking, Error> {
+        self.0
+            .write(move |t| t.cancel(id, by, driver.as_ref(), &reason))
+            .await
     }
 
     async fn expire(&self, id: BookingId) -> Result<Booking, Error> {
         self.0.write(move |t| t.expire(id)).await
     }
 
-    async fn set_driver_status(&self, id: Id, status: DriverStatus, vehicle_type: Option<String>) -> Result<Driver, Error> {
-        self.0.write(move |t| t.set_driver_status(&id, status, vehicle_type.as_deref())).await
+    async fn set_driver_status(
+        &self,
+        id: Id,
+        status: DriverStatus,
+        vehicle_type: Option<String>,
+    ) -> Result<Driver, Error> {
+        self.0
+            .write(move |t| t.set_driver_status(&id, status, vehicle_type.as_deref()))
+            .await
     }
 
     async fn booking(&self, id: BookingId) -> Result<Booking, Error> {
@@ -264,9 +327,12 @@ impl Store for Sqlite {
     }
 
     async fn offered_to(&self, id: BookingId, driver: Id) -> Result<bool, Error> {
-        self.0.read(move |c| {
+        self.0
+            .read(move |c| {
                 let found = c
-                    .prepare_cached("SELECT 1 FROM offers WHERE booking_id = ?1 AND driver_id = ?2")?
+                    .prepare_cached(
+                        "SELECT 1 FROM offers WHERE booking_id = ?1 AND driver_id = ?2",
+                    )?
                     .exists(params![id as i64, driver.as_str()])?;
                 Ok(found)
             })
@@ -274,7 +340,8 @@ impl Store for Sqlite {
     }
 
     async fn bookings(&self, q: BookingQuery) -> Result<(Vec<Booking>, Option<BookingId>), Error> {
-        self.0.read(move |c| {
+        self.0
+            .read(move |c| {
                 let mut sql = format!("SELECT {} FROM bookings WHERE 1 = 1", rows::BOOKING_COLUMNS);
                 let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
                 if let Some(user) = &q.user_id {
@@ -286,7 +353,11 @@ impl Store for Sqlite {
                     sql += &format!(" AND driver_id = ?{}", args.len());
                 }
                 if !q.statuses.is_empty() {
-                    let names: Vec<String> = q.statuses.iter().map(|s| format!("'{}'", s.as_str())).collect();
+                    let names: Vec<String> = q
+                        .statuses
+                        .iter()
+                        .map(|s| format!("'{}'", s.as_str()))
+                        .collect();
                     sql += &format!(" AND status IN ({})", names.join(", "));
                 }
                 if let Some(before) = q.before {
@@ -368,11 +439,15 @@ impl Store for Sqlite {
     }
 
     async fn topic_state(&self, topic: String) -> Result<TopicState, Error> {
-        self.0.read(move |c| {
+        self.0
+            .read(move |c| {
                 let state = c
                     .prepare_cached("SELECT last_seq, pruned_seq FROM topics WHERE name = ?1")?
                     .query_row([topic], |r| {
-                        Ok(TopicState { last_seq: r.get::<_, i64>(0)? as u64, pruned_seq: r.get::<_, i64>(1)? as u64 })
+                        Ok(TopicState {
+                            last_seq: r.get::<_, i64>(0)? as u64,
+                            pruned_seq: r.get::<_, i64>(1)? as u64,
+                        })
                     })
                     .optional()?;
                 Ok(state.unwrap_or_default())
@@ -380,7 +455,12 @@ impl Store for Sqlite {
             .await
     }
 
-    async fn events_after(&self, topic: String, after_seq: u64, limit: usize) -> Result<Vec<pb::Event>, Error> {
+    async fn events_after(
+        &self,
+        topic: String,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<pb::Event>, Error> {
         let epoch = self.0.epoch;
         self.0.read(move |c| {
                 let mut stmt = c.prepare_cached(

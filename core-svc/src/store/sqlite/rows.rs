@@ -19,17 +19,22 @@ pub fn id(row: &Row<'_>, idx: usize) -> rusqlite::Result<Id> {
 }
 
 pub fn driver_status(row: &Row<'_>, idx: usize) -> rusqlite::Result<DriverStatus> {
-    DriverStatus::parse(&row.get::<_, String>(idx)?).ok_or_else(|| bad(idx, "unknown driver status"))
+    DriverStatus::parse(&row.get::<_, String>(idx)?)
+        .ok_or_else(|| bad(idx, "unknown driver status"))
 }
 
 pub fn booking_status(row: &Row<'_>, idx: usize) -> rusqlite::Result<BookingStatus> {
-    BookingStatus::parse(&row.get::<_, String>(idx)?).ok_or_else(|| bad(idx, "unknown booking status"))
+    BookingStatus::parse(&row.get::<_, String>(idx)?)
+        .ok_or_else(|| bad(idx, "unknown booking status"))
 }
 
 pub fn booking(row: &Row<'_>) -> rusqlite::Result<Booking> {
     let place = |lat: usize| -> rusqlite::Result<Place> {
         Ok(Place {
-            point: GeoPoint { lat: row.get(lat)?, lon: row.get(lat + 1)? },
+            point: GeoPoint {
+                lat: row.get(lat)?,
+                lon: row.get(lat + 1)?,
+            },
             address: row.get(lat + 2)?,
         })
     };
@@ -37,7 +42,11 @@ pub fn booking(row: &Row<'_>) -> rusqlite::Result<Booking> {
     Ok(Booking {
         id: row.get::<_, i64>(0)? as u64,
         user_id: id(row, 1)?,
-        driver_id: row.get::<_, Option<String>>(2)?.map(Id::new).transpose().map_err(|e| bad(2, &e.to_string()))?,
+        driver_id: row
+            .get::<_, Option<String>>(2)?
+            .map(Id::new)
+            .transpose()
+            .map_err(|e| bad(2, &e.to_string()))?,
         status: booking_status(row, 3)?,
         pickup: place(4)?,
         dropoff: place(7)?,

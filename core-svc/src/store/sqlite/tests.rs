@@ -46,7 +46,10 @@ fn id(s: &str) -> Id {
 }
 
 fn new_booking() -> NewBooking {
-    let place = |lat| Place { point: GeoPoint { lat, lon: 0.0 }, address: format!("{lat} Main St") };
+    let place = |lat| Place {
+        point: GeoPoint { lat, lon: 0.0 },
+        address: format!("{lat} Main St"),
+    };
     NewBooking {
         user_id: id("12"),
         pickup: place(1.0),
@@ -59,7 +62,10 @@ fn new_booking() -> NewBooking {
 }
 
 fn offer(d: &str) -> Offer {
-    Offer { driver_id: id(d), distance_m: 100.0 }
+    Offer {
+        driver_id: id(d),
+        distance_m: 100.0,
+    }
 }
 
 fn t(topic: &str, kind: &'static str) -> (String, &'static str) {
@@ -71,11 +77,17 @@ async fn a_whole_lifecycle_commits_state_and_events_together() {
     let dir = tempfile::tempdir().unwrap();
     let (store, rec) = open(&dir.path().join("db/logi.db"));
     for d in ["45", "46"] {
-        store.set_driver_status(id(d), DriverStatus::Available, Some("car".into())).await.unwrap();
+        store
+            .set_driver_status(id(d), DriverStatus::Available, Some("car".into()))
+            .await
+            .unwrap();
     }
     rec.take();
 
-    let b = store.create_booking(new_booking(), vec![offer("45"), offer("46")]).await.unwrap();
+    let b = store
+        .create_booking(new_booking(), vec![offer("45"), offer("46")])
+        .await
+        .unwrap();
     assert_eq!(b.status, BookingStatus::Pending);
     assert_eq!(
         rec.take(),
@@ -88,7 +100,10 @@ async fn a_whole_lifecycle_commits_state_and_events_together() {
     );
 
     let accepted = store.accept(b.id, id("45")).await.unwrap();
-    assert_eq!((accepted.status, accepted.driver_id.clone()), (BookingStatus::Accepted, Some(id("45"))));
+    assert_eq!(
+        (accepted.status, accepted.driver_id.clone()),
+        (BookingStatus::Accepted, Some(id("45")))
+    );
     assert_eq!(
         rec.take(),
         [
@@ -101,15 +116,28 @@ async fn a_whole_lifecycle_commits_state_and_events_together() {
             t("admins", "driver_status"),
         ]
     );
-    assert_eq!(store.accept(b.id, id("46")).await.unwrap_err(), Error::Taken(b.id));
+    assert_eq!(
+        store.accept(b.id, id("46")).await.unwrap_err(),
+        Error::Taken(b.id)
+    );
 
     let otp = accepted.otp.clone().unwrap();
     let wrong = if otp == "000000" { "111111" } else { "000000" };
     assert_eq!(
-        store.verify_otp(b.id, id("45"), wrong.into()).await.unwrap_err(),
-        Error::WrongOtp { booking: b.id, left: 4 }
+        store
+            .verify_otp(b.id, id("45"), wrong.into())
+            .await
+            .unwrap_err(),
+        Error::WrongOtp {
+            booking: b.id,
+            left: 4
+        }
     );
-    assert_eq!(store.booking(b.id).await.unwrap().otp_failures, 1, "a wrong try is committed");
+    assert_eq!(
+        store.booking(b.id).await.unwrap().otp_failures,
+        1,
+        "a wrong try is committed"
+    );
     let on_trip = store.verify_otp(b.id, id("45"), otp).await.unwrap();
     assert_eq!(on_trip.status, BookingStatus::OnTrip);
     assert!(on_trip.pickup_time.is_some());
@@ -127,51 +155,122 @@ async fn a_whole_lifecycle_commits_state_and_events_together() {
         ]
     );
     let drivers = store.drivers().await.unwrap();
-    assert!(drivers.iter().all(|d| d.status == DriverStatus::Available && d.active.is_none()));
+    assert!(
+        drivers
+            .iter()
+            .all(|d| d.status == DriverStatus::Available && d.active.is_none())
+    );
 
     // The user topic's history is the five durable events, in order.
-    let history = store.events_after("user_12_bookings".into(), 0, 100).await.unwrap();
+    let history = store
+        .events_after("user_12_bookings".into(), 0, 100)
+        .await
+        .unwrap();
     let offsets: Vec<u64> = history.iter().map(|e| e.cursor.unwrap().offset).collect();
-    assert_eq!(offsets, (1..=5).map(|s| s * EPHEMERAL_SPAN).collect::<Vec<_>>());
-    assert_eq!(store.events_after("user_12_bookings".into(), 3, 100).await.unwrap().len(), 2);
+    assert_eq!(
+        offsets,
+        (1..=5).map(|s| s * EPHEMERAL_SPAN).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        store
+            .events_after("user_12_bookings".into(), 3, 100)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 #[tokio::test]
 async fn five_wrong_otps_lock_until_a_new_one_is_issued() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(&dir.path().join("logi.db"));
-    store.set_driver_status(id("45"), DriverStatus::Available, Some("car".into())).await.unwrap();
-    let b = store.create_booking(new_booking(), vec![offer("45")]).await.unwrap();
+    store
+        .set_driver_status(id("45"), DriverStatus::Available, Some("car".into()))
+        .await
+        .unwrap();
+    let b = store
+        .create_booking(new_booking(), vec![offer("45")])
+        .await
+        .unwrap();
     let otp = store.accept(b.id, id("45")).await.unwrap().otp.unwrap();
     let wrong = if otp == "000000" { "111111" } else { "000000" };
     for left in (0..5).rev() {
-        assert_eq!(store.verify_otp(b.id, id("45"), wrong.into()).await.unwrap_err(), Error::WrongOtp { booking: b.id, left });
+        assert_eq!(
+            store
+                .verify_otp(b.id, id("45"), wrong.into())
+                .await
+                .unwrap_err(),
+            Error::WrongOtp {
+                booking: b.id,
+                left
+            }
+        );
     }
-    assert_eq!(store.verify_otp(b.id, id("45"), otp.clone()).await.unwrap_err(), Error::OtpLocked(b.id));
+    assert_eq!(
+        store
+            .verify_otp(b.id, id("45"), otp.clone())
+            .await
+            .unwrap_err(),
+        Error::OtpLocked(b.id)
+    );
     let fresh = store.issue_otp(b.id).await.unwrap();
     let new_otp = fresh.otp.unwrap();
     assert_eq!(fresh.otp_failures, 0);
-    assert_eq!(store.verify_otp(b.id, id("45"), new_otp).await.unwrap().status, BookingStatus::OnTrip);
+    assert_eq!(
+        store
+            .verify_otp(b.id, id("45"), new_otp)
+            .await
+            .unwrap()
+            .status,
+        BookingStatus::OnTrip
+    );
 }
 
 #[tokio::test]
 async fn cancel_frees_the_driver_and_closes_open_offers() {
     let dir = tempfile::tempdir().unwrap();
     let (store, rec) = open(&dir.path().join("logi.db"));
-    store.set_driver_status(id("45"), DriverStatus::Available, Some("car".into())).await.unwrap();
-    let pending = store.create_booking(new_booking(), vec![offer("45")]).await.unwrap();
+    store
+        .set_driver_status(id("45"), DriverStatus::Available, Some("car".into()))
+        .await
+        .unwrap();
+    let pending = store
+        .create_booking(new_booking(), vec![offer("45")])
+        .await
+        .unwrap();
     rec.take();
-    let c = store.cancel(pending.id, Canceller::User, None, "changed my mind".into()).await.unwrap();
-    assert_eq!((c.status, c.cancelled_by, c.cancel_reason.as_str()), (BookingStatus::Cancelled, Some(Canceller::User), "changed my mind"));
+    let c = store
+        .cancel(pending.id, Canceller::User, None, "changed my mind".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        (c.status, c.cancelled_by, c.cancel_reason.as_str()),
+        (
+            BookingStatus::Cancelled,
+            Some(Canceller::User),
+            "changed my mind"
+        )
+    );
     assert_eq!(
         rec.take(),
-        [t("user_12_bookings", "booking_changed"), t("admins", "booking_changed"), t("driver_45_available_bookings", "offer_closed")]
+        [
+            t("user_12_bookings", "booking_changed"),
+            t("admins", "booking_changed"),
+            t("driver_45_available_bookings", "offer_closed")
+        ]
     );
 
-    let b = store.create_booking(new_booking(), vec![offer("45")]).await.unwrap();
+    let b = store
+        .create_booking(new_booking(), vec![offer("45")])
+        .await
+        .unwrap();
     store.accept(b.id, id("45")).await.unwrap();
     rec.take();
-    let c = store.cancel(b.id, Canceller::Driver, Some(id("45")), String::new()).await.unwrap();
+    let c = store
+        .cancel(b.id, Canceller::Driver, Some(id("45")), String::new())
+        .await
+        .unwrap();
     assert_eq!(c.cancelled_by, Some(Canceller::Driver));
     assert_eq!(
         rec.take(),
@@ -190,17 +289,52 @@ async fn cancel_frees_the_driver_and_closes_open_offers() {
 async fn rejected_transitions_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (store, rec) = open(&dir.path().join("logi.db"));
-    store.set_driver_status(id("45"), DriverStatus::Available, Some("car".into())).await.unwrap();
-    store.set_driver_status(id("47"), DriverStatus::Available, Some("car".into())).await.unwrap();
-    let b = store.create_booking(new_booking(), vec![offer("45")]).await.unwrap();
+    store
+        .set_driver_status(id("45"), DriverStatus::Available, Some("car".into()))
+        .await
+        .unwrap();
+    store
+        .set_driver_status(id("47"), DriverStatus::Available, Some("car".into()))
+        .await
+        .unwrap();
+    let b = store
+        .create_booking(new_booking(), vec![offer("45")])
+        .await
+        .unwrap();
     rec.take();
     let err = store.accept(b.id, id("47")).await.unwrap_err();
-    assert_eq!(err.to_string(), format!("booking {} was not offered to driver 47", b.id));
-    assert_eq!(store.complete(b.id, id("45")).await.unwrap_err().to_string(), format!("booking {} is pending: only a booking on trip can be completed", b.id));
-    assert_eq!(store.accept(999, id("45")).await.unwrap_err(), Error::BookingNotFound(999));
+    assert_eq!(
+        err.to_string(),
+        format!("booking {} was not offered to driver 47", b.id)
+    );
+    assert_eq!(
+        store
+            .complete(b.id, id("45"))
+            .await
+            .unwrap_err()
+            .to_string(),
+        format!(
+            "booking {} is pending: only a booking on trip can be completed",
+            b.id
+        )
+    );
+    assert_eq!(
+        store.accept(999, id("45")).await.unwrap_err(),
+        Error::BookingNotFound(999)
+    );
     assert!(rec.take().is_empty());
-    assert_eq!(store.booking(b.id).await.unwrap().status, BookingStatus::Pending);
-    assert_eq!(store.topic_state("user_12_bookings".into()).await.unwrap().last_seq, 1);
+    assert_eq!(
+        store.booking(b.id).await.unwrap().status,
+        BookingStatus::Pending
+    );
+    assert_eq!(
+        store
+            .topic_state("user_12_bookings".into())
+            .await
+            .unwrap()
+            .last_seq,
+        1
+    );
 }
 
 #[tokio::test]
@@ -209,17 +343,40 @@ async fn a_reopened_database_keeps_everything() {
     let path = dir.path().join("logi.db");
     let (store, _) = open(&path);
     let epoch = store.epoch();
-    store.set_driver_status(id("45"), DriverStatus::Available, Some("van".into())).await.unwrap();
-    let b = store.create_booking(new_booking(), vec![offer("45")]).await.unwrap();
+    store
+        .set_driver_status(id("45"), DriverStatus::Available, Some("van".into()))
+        .await
+        .unwrap();
+    let b = store
+        .create_booking(new_booking(), vec![offer("45")])
+        .await
+        .unwrap();
     store.accept(b.id, id("45")).await.unwrap();
     drop(store);
 
     let (store, _) = open(&path);
     assert_eq!(store.epoch(), epoch);
-    assert_eq!(store.booking(b.id).await.unwrap().status, BookingStatus::Accepted);
+    assert_eq!(
+        store.booking(b.id).await.unwrap().status,
+        BookingStatus::Accepted
+    );
     let d = store.drivers().await.unwrap().pop().unwrap();
-    assert_eq!((d.status, d.vehicle_type.as_str(), d.active.map(|a| a.booking_id)), (DriverStatus::OnTrip, "van", Some(b.id)));
-    assert_eq!(store.topic_state("user_12_bookings".into()).await.unwrap().last_seq, 3);
+    assert_eq!(
+        (
+            d.status,
+            d.vehicle_type.as_str(),
+            d.active.map(|a| a.booking_id)
+        ),
+        (DriverStatus::OnTrip, "van", Some(b.id))
+    );
+    assert_eq!(
+        store
+            .topic_state("user_12_bookings".into())
+            .await
+            .unwrap()
+            .last_seq,
+        3
+    );
 }
 
 #[tokio::test]
@@ -228,9 +385,27 @@ async fn retention_removes_old_events_and_remembers_where_it_cut() {
     let (store, _) = open(&dir.path().join("logi.db"));
     store.create_booking(new_booking(), vec![]).await.unwrap();
     store.create_booking(new_booking(), vec![]).await.unwrap();
-    assert_eq!(store.prune(SystemTime::now() + Duration::from_secs(1)).await.unwrap(), 4);
-    assert_eq!(store.topic_state("user_12_bookings".into()).await.unwrap(), TopicState { last_seq: 2, pruned_seq: 2 });
-    assert!(store.events_after("user_12_bookings".into(), 0, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .prune(SystemTime::now() + Duration::from_secs(1))
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        store.topic_state("user_12_bookings".into()).await.unwrap(),
+        TopicState {
+            last_seq: 2,
+            pruned_seq: 2
+        }
+    );
+    assert!(
+        store
+            .events_after("user_12_bookings".into(), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -240,13 +415,25 @@ async fn pages_of_bookings_newest_first() {
     for _ in 0..5 {
         store.create_booking(new_booking(), vec![]).await.unwrap();
     }
-    let q = |before| BookingQuery { user_id: Some(id("12")), before, limit: 2, ..Default::default() };
+    let q = |before| BookingQuery {
+        user_id: Some(id("12")),
+        before,
+        limit: 2,
+        ..Default::default()
+    };
     let (page, next) = store.bookings(q(None)).await.unwrap();
     assert_eq!(page.iter().map(|b| b.id).collect::<Vec<_>>(), [5, 4]);
     let (page, next) = store.bookings(q(next)).await.unwrap();
     assert_eq!(page.iter().map(|b| b.id).collect::<Vec<_>>(), [3, 2]);
     let (page, next) = store.bookings(q(next)).await.unwrap();
-    assert_eq!((page.iter().map(|b| b.id).collect::<Vec<_>>(), next), (vec![1], None));
-    let none = BookingQuery { user_id: Some(id("13")), limit: 10, ..Default::default() };
+    assert_eq!(
+        (page.iter().map(|b| b.id).collect::<Vec<_>>(), next),
+        (vec![1], None)
+    );
+    let none = BookingQuery {
+        user_id: Some(id("13")),
+        limit: 10,
+        ..Default::default()
+    };
     assert!(store.bookings(none).await.unwrap().0.is_empty());
 }

@@ -13,8 +13,8 @@ use crate::fanout::{self, Outgoing};
 use crate::hub::EPHEMERAL_SPAN;
 use crate::lifecycle::{self, Action};
 use crate::model::{
-    ActiveTrip, Booking, BookingId, BookingStatus, Canceller, Driver, DriverStatus, NewBooking, Offer, timestamp,
-    to_millis,
+    ActiveTrip, Booking, BookingId, BookingStatus, Canceller, Driver, DriverStatus, NewBooking,
+    Offer, timestamp, to_millis,
 };
 use crate::otp;
 use crate::store::Effects;
@@ -38,15 +38,22 @@ impl Tx<'_> {
             "INSERT INTO topics (name, last_seq) VALUES (?1, 1)
              ON CONFLICT (name) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
         )?;
-        let mut insert =
-            self.tx.prepare_cached("INSERT INTO events (topic, seq, occurred_at, payload) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut insert = self.tx.prepare_cached(
+            "INSERT INTO events (topic, seq, occurred_at, payload) VALUES (?1, ?2, ?3, ?4)",
+        )?;
         for (topic, kind) in out {
             let name = topic.to_string();
             let seq: i64 = next_seq.query_row([&name], |r| r.get(0))?;
-            let mut event = pb::Event { kind: Some(kind), ..Default::default() };
+            let mut event = pb::Event {
+                kind: Some(kind),
+                ..Default::default()
+            };
             insert.execute(params![name, seq, self.now_ms(), event.encode_to_vec()])?;
             event.topic = name;
-            event.cursor = Some(pb::Cursor { epoch: self.epoch, offset: seq as u64 * EPHEMERAL_SPAN });
+            event.cursor = Some(pb::Cursor {
+                epoch: self.epoch,
+                offset: seq as u64 * EPHEMERAL_SPAN,
+            });
             event.occurred_at = Some(timestamp(self.now));
             self.fx.events.push(event);
         }
@@ -54,7 +61,10 @@ impl Tx<'_> {
     }
 
     pub fn booking(&self, id: BookingId) -> Result<Booking, Error> {
-        let sql = format!("SELECT {} FROM bookings WHERE id = ?1", rows::BOOKING_COLUMNS);
+        let sql = format!(
+            "SELECT {} FROM bookings WHERE id = ?1",
+            rows::BOOKING_COLUMNS
+        );
         self.tx
             .prepare_cached(&sql)?
             .query_row([id as i64], rows::booking)
@@ -66,9 +76,13 @@ impl Tx<'_> {
         let found = self
             .tx
             .prepare_cached("SELECT status, vehicle_type FROM drivers WHERE id = ?1")?
-            .query_row([id.as_str()], |r| Ok((rows::driver_status(r, 0)?, r.get::<_, String>(1)?)))
+            .query_row([id.as_str()], |r| {
+                Ok((rows::driver_status(r, 0)?, r.get::<_, String>(1)?))
+            })
             .optional()?;
-        let Some((status, vehicle_type)) = found else { return Ok(None) };
+        let Some((status, vehicle_type)) = found else {
+            return Ok(None);
+        };
         let active = self
             .tx
             .prepare_cached(
@@ -83,15 +97,31 @@ impl Tx<'_> {
                 })
             })
             .optional()?;
-        Ok(Some(Driver { id: id.clone(), status, vehicle_type, active }))
+        Ok(Some(Driver {
+            id: id.clone(),
+            status,
+            vehicle_type,
+            active,
+        }))
     }
 
     /// Moves a booking from `from` to `to` with extra assignments, only if it is
     /// still in `from`: the conditional update that makes transitions first-wins.
-    fn move_booking(&self, id: BookingId, from: BookingStatus, to: BookingStatus, set: &str, extra: &[&dyn rusqlite::ToSql]) -> Result<(), Error> {
+    fn move_booking(
+        &self,
+        id: BookingId,
+        from: BookingStatus,
+        to: BookingStatus,
+        set: &str,
+        extra: &[&dyn rusqlite::ToSql],
+    ) -> Result<(), Error> {
         let sql = format!(
             "UPDATE bookings SET status = ?1, updated_at = ?2{set} WHERE id = ?3 AND status = ?4",
-            set = if set.is_empty() { String::new() } else { format!(", {set}") }
+            set = if set.is_empty() {
+                String::new()
+            } else {
+                format!(", {set}")
+            }
         );
         let (to_s, now, id_i, from_s) = (to.as_str(), self.now_ms(), id as i64, from.as_str());
         let mut args: Vec<&dyn rusqlite::ToSql> = vec![&to_s, &now, &id_i, &from_s];
@@ -104,12 +134,19 @@ impl Tx<'_> {
     }
 
     /// Sets a driver's status and records the change for admins and the registry.
-    fn set_driver(&mut self, id: &Id, status: DriverStatus, vehicle_type: Option<&str>) -> Result<Driver, Error> {
+    fn set_driver(
+        &mut self,
+        id: &Id,
+        status: DriverStatus,
+        vehicle_type: Option<&str>,
+    ) -> Result<Driver, Error> {
         let before = self.driver(id)?;
         let vehicle_type = vehicle_type
             .map(str::to_owned)
             .or_else(|| before.as_ref().map(|d| d.vehicle_type.clone()))
-            .ok_or_else(|| Error::invalid(format!("driver {id} is new: vehicle_type is required")))?;
+            .ok_or_else(|| {
+                Error::invalid(format!("driver {id} is new: vehicle_type is required"))
+            })?;
         self.tx.execute(
             "INSERT INTO drivers (id, status, vehicle_type, updated_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (id) DO UPDATE SET status = ?2, vehicle_type = ?3, updated_at = ?4",
@@ -117,16 +154,28 @@ impl Tx<'_> {
         )?;
         let after = self.driver(id)?.expect("just written");
         let prev_status = before.as_ref().map(|d| d.status);
-        let changed = before.as_ref().is_none_or(|b| b.status != status || b.vehicle_type != after.vehicle_type);
+        let changed = before
+            .as_ref()
+            .is_none_or(|b| b.status != status || b.vehicle_type != after.vehicle_type);
         if changed {
-            self.append(fanout::driver_status(id, prev_status, status, &after.vehicle_type))?;
+            self.append(fanout::driver_status(
+                id,
+                prev_status,
+                status,
+                &after.vehicle_type,
+            ))?;
         }
         self.fx.drivers.push(after.clone());
         Ok(after)
     }
 
     /// Closes the open offers of a booking; returns the drivers they were open to.
-    fn close_offers(&self, id: BookingId, reason: Reason, winner: Option<&Id>) -> Result<Vec<Id>, Error> {
+    fn close_offers(
+        &self,
+        id: BookingId,
+        reason: Reason,
+        winner: Option<&Id>,
+    ) -> Result<Vec<Id>, Error> {
         let state = match reason {
             Reason::Cancelled => "cancelled",
             Reason::Expired => "expired",
@@ -138,7 +187,9 @@ impl Tx<'_> {
         )?;
         let winner = winner.map(Id::as_str);
         let mut drivers = stmt
-            .query_map(params![winner, state, self.now_ms(), id as i64], |r| rows::id(r, 0))?
+            .query_map(params![winner, state, self.now_ms(), id as i64], |r| {
+                rows::id(r, 0)
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         drivers.sort();
         Ok(drivers)
@@ -151,7 +202,13 @@ impl Tx<'_> {
         )?;
         let mut fresh = Vec::with_capacity(offers.len());
         for o in offers {
-            if insert.execute(params![booking.id as i64, o.driver_id.as_str(), o.distance_m, self.now_ms()])? == 1 {
+            if insert.execute(params![
+                booking.id as i64,
+                o.driver_id.as_str(),
+                o.distance_m,
+                self.now_ms()
+            ])? == 1
+            {
                 fresh.push(o.clone());
             }
         }
@@ -189,7 +246,11 @@ impl Tx<'_> {
     pub fn add_offers(&mut self, id: BookingId, offers: &[Offer]) -> Result<(), Error> {
         let booking = self.booking(id)?;
         if booking.status != BookingStatus::Pending {
-            return Err(Error::WrongStatus { booking: id, status: booking.status, what: "only a pending booking is offered" });
+            return Err(Error::WrongStatus {
+                booking: id,
+                status: booking.status,
+                what: "only a pending booking is offered",
+            });
         }
         self.insert_offers(&booking, offers)
     }
@@ -203,9 +264,13 @@ impl Tx<'_> {
             .query_row(params![id as i64, driver.as_str()], |r| r.get(0))
             .optional()?;
         if offered.as_deref() != Some("open") {
-            return Err(Error::precondition(format!("booking {id} was not offered to driver {driver}")));
+            return Err(Error::precondition(format!(
+                "booking {id} was not offered to driver {driver}"
+            )));
         }
-        let current = self.driver(driver)?.ok_or_else(|| Error::DriverNotFound(driver.to_string()))?;
+        let current = self
+            .driver(driver)?
+            .ok_or_else(|| Error::DriverNotFound(driver.to_string()))?;
         if let Some(trip) = &current.active {
             return Err(Error::precondition(format!(
                 "driver {driver} is already on booking {}: complete or cancel it first",
@@ -213,7 +278,13 @@ impl Tx<'_> {
             )));
         }
         let otp = otp::generate();
-        self.move_booking(id, BookingStatus::Pending, BookingStatus::Accepted, "driver_id = ?5, otp = ?6, otp_failures = 0", &[&driver.as_str(), &otp])?;
+        self.move_booking(
+            id,
+            BookingStatus::Pending,
+            BookingStatus::Accepted,
+            "driver_id = ?5, otp = ?6, otp_failures = 0",
+            &[&driver.as_str(), &otp],
+        )?;
         let booking = self.booking(id)?;
         self.append(fanout::booking_changed(&booking, Some(before.status)))?;
         self.append(fanout::otp_issued(&booking, &otp))?;
@@ -224,22 +295,39 @@ impl Tx<'_> {
     }
 
     /// Ok(Err(_)) is a wrong try that must still be committed.
-    pub fn verify_otp(&mut self, id: BookingId, driver: &Id, guess: &str) -> Result<Result<Booking, Error>, Error> {
+    pub fn verify_otp(
+        &mut self,
+        id: BookingId,
+        driver: &Id,
+        guess: &str,
+    ) -> Result<Result<Booking, Error>, Error> {
         let before = self.booking(id)?;
         lifecycle::next(&before, Action::VerifyOtp { driver })?;
         let expected = before.otp.clone().unwrap_or_default();
         match otp::check(&expected, guess, before.otp_failures) {
             otp::Check::Locked => Err(Error::OtpLocked(id)),
             otp::Check::Wrong { left } => {
-                self.tx.execute("UPDATE bookings SET otp_failures = otp_failures + 1 WHERE id = ?1", [id as i64])?;
+                self.tx.execute(
+                    "UPDATE bookings SET otp_failures = otp_failures + 1 WHERE id = ?1",
+                    [id as i64],
+                )?;
                 Ok(Err(Error::WrongOtp { booking: id, left }))
             }
             otp::Check::Correct => {
-                self.move_booking(id, BookingStatus::Accepted, BookingStatus::OnTrip, "pickup_time = ?2, otp = NULL", &[])?;
+                self.move_booking(
+                    id,
+                    BookingStatus::Accepted,
+                    BookingStatus::OnTrip,
+                    "pickup_time = ?2, otp = NULL",
+                    &[],
+                )?;
                 let booking = self.booking(id)?;
                 self.append(fanout::booking_changed(&booking, Some(before.status)))?;
                 // The driver's active trip changed status; positions now say on_trip.
-                self.fx.drivers.push(self.driver(driver)?.ok_or_else(|| Error::DriverNotFound(driver.to_string()))?);
+                self.fx.drivers.push(
+                    self.driver(driver)?
+                        .ok_or_else(|| Error::DriverNotFound(driver.to_string()))?,
+                );
                 Ok(Ok(booking))
             }
         }
@@ -261,17 +349,35 @@ impl Tx<'_> {
     pub fn complete(&mut self, id: BookingId, driver: &Id) -> Result<Booking, Error> {
         let before = self.booking(id)?;
         lifecycle::next(&before, Action::Complete { driver })?;
-        self.move_booking(id, BookingStatus::OnTrip, BookingStatus::Completed, "dropoff_time = ?2", &[])?;
+        self.move_booking(
+            id,
+            BookingStatus::OnTrip,
+            BookingStatus::Completed,
+            "dropoff_time = ?2",
+            &[],
+        )?;
         let booking = self.booking(id)?;
         self.append(fanout::booking_changed(&booking, Some(before.status)))?;
         self.set_driver(driver, DriverStatus::Available, None)?;
         Ok(booking)
     }
 
-    pub fn cancel(&mut self, id: BookingId, by: Canceller, driver: Option<&Id>, reason: &str) -> Result<Booking, Error> {
+    pub fn cancel(
+        &mut self,
+        id: BookingId,
+        by: Canceller,
+        driver: Option<&Id>,
+        reason: &str,
+    ) -> Result<Booking, Error> {
         let before = self.booking(id)?;
         lifecycle::next(&before, Action::Cancel { by, driver })?;
-        self.move_booking(id, before.status, BookingStatus::Cancelled, "cancelled_by = ?5, cancel_reason = ?6, otp = NULL", &[&by.as_str(), &reason])?;
+        self.move_booking(
+            id,
+            before.status,
+            BookingStatus::Cancelled,
+            "cancelled_by = ?5, cancel_reason = ?6, otp = NULL",
+            &[&by.as_str(), &reason],
+        )?;
         let booking = self.booking(id)?;
         self.append(fanout::booking_changed(&booking, Some(before.status)))?;
         let offered = self.close_offers(id, Reason::Cancelled, None)?;
@@ -293,7 +399,12 @@ impl Tx<'_> {
         Ok(booking)
     }
 
-    pub fn set_driver_status(&mut self, id: &Id, status: DriverStatus, vehicle_type: Option<&str>) -> Result<Driver, Error> {
+    pub fn set_driver_status(
+        &mut self,
+        id: &Id,
+        status: DriverStatus,
+        vehicle_type: Option<&str>,
+    ) -> Result<Driver, Error> {
         if let Some(current) = self.driver(id)?
             && let Some(trip) = &current.active
         {

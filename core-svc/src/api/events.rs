@@ -1,0 +1,198 @@
+//! EventService: replay from a cursor, then live, with no gap and no duplicate.
+//!
+//! The subscription registers with the hub BEFORE history is read, so any event
+//! committed after the read is queued live; events that are in both the history and
+//! the live queue are dropped by offset, per topic.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::Stream;
+use logi::pb::{self, event::Kind, event_service_server::EventService, resync_required::Reason};
+use logi::topic::Topic;
+use tonic::{Request, Response, Status};
+
+use super::{Core, principal};
+use crate::error::Error;
+use crate::hub::{self, EPHEMERAL_SPAN, Next, Subscription};
+use crate::model::timestamp;
+
+/// Topics one subscription may read.
+pub const MAX_TOPICS: usize = 16;
+/// Durable events read from storage per query while replaying.
+const REPLAY_PAGE: usize = 256;
+
+pub struct EventApi(pub Arc<Core>);
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EventService for EventApi {
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let p = principal(&req)?;
+        let r = req.into_inner();
+        if r.topics.is_empty() {
+            return Err(Error::invalid("topics is empty: name at least one topic").into());
+        }
+        let mut names: Vec<String> = Vec::new();
+        for name in r.topics {
+            let topic = Topic::parse(&name).map_err(|e| Error::invalid(e.to_string()))?;
+            if !topic.readable_by(&p) {
+                return Err(Error::denied(format!(
+                    "a {} token for {} may not read topic {name}",
+                    p.role.as_str(),
+                    p.id
+                ))
+                .into());
+            }
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        if names.len() > MAX_TOPICS {
+            return Err(
+                Error::invalid(format!("at most {MAX_TOPICS} topics per subscription")).into(),
+            );
+        }
+        if let Some(stray) = r.resume.keys().find(|k| !names.contains(k)) {
+            return Err(Error::invalid(format!(
+                "resume names topic {stray}, which is not in topics"
+            ))
+            .into());
+        }
+        let sub = self
+            .0
+            .hub
+            .subscribe(names.clone())
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let expires_in = (UNIX_EPOCH + Duration::from_secs(p.expires_at))
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        tracing::debug!(principal = %p.id, topics = ?names, "subscribed");
+        Ok(Response::new(Box::pin(events(
+            self.0.clone(),
+            sub,
+            names,
+            r.resume,
+            expires_in,
+        ))))
+    }
+}
+
+fn resync(topic: &str, epoch: u64, offset: u64, reason: Reason, detail: String) -> pb::Event {
+    pb::Event {
+        topic: topic.to_owned(),
+        cursor: Some(pb::Cursor { epoch, offset }),
+        occurred_at: Some(timestamp(SystemTime::now())),
+        kind: Some(Kind::ResyncRequired(pb::ResyncRequired {
+            reason: reason as i32,
+            detail,
+        })),
+    }
+}
+
+enum Live {
+    Next(Next),
+    Expired,
+}
+
+fn events(
+    core: Arc<Core>,
+    mut sub: Subscription,
+    topics: Vec<String>,
+    resume: HashMap<String, pb::Cursor>,
+    expires_in: Duration,
+) -> impl Stream<Item = Result<pb::Event, Status>> + Send {
+    async_stream::stream! {
+        let epoch = core.store.epoch();
+        let expiry = tokio::time::Instant::now() + expires_in;
+        // The offset of the last event sent, per topic with a cursor.
+        let mut delivered: HashMap<String, u64> = HashMap::new();
+        for topic in &topics {
+            let state = match core.store.topic_state(topic.clone()).await {
+                Ok(state) => state,
+                Err(e) => {
+                    yield Err(Status::from(e));
+                    return;
+                }
+            };
+            let cursor = resume.get(topic).copied();
+            core.hub.observe(topic, state.last_seq, cursor.filter(|c| c.epoch == epoch).map(|c| c.offset));
+            let Some(cursor) = cursor else { continue };
+            let (seq, _) = hub::split(cursor.offset);
+            let refusal = if cursor.epoch != epoch {
+                Some((Reason::EpochChanged, format!("cursor epoch {} is not this event log's epoch {epoch}", cursor.epoch)))
+            } else if seq > state.last_seq {
+                Some((Reason::CursorAhead, format!("cursor offset {} is past the last event written", cursor.offset)))
+            } else if seq < state.pruned_seq {
+                Some((Reason::HistoryTruncated, "events after the cursor were removed by retention".to_owned()))
+            } else {
+                None
+            };
+            if let Some((reason, detail)) = refusal {
+                let head = state.last_seq * EPHEMERAL_SPAN;
+                delivered.insert(topic.clone(), head);
+                yield Ok(resync(topic, epoch, head, reason, detail));
+                continue;
+            }
+            delivered.insert(topic.clone(), cursor.offset);
+            let mut after = seq;
+            loop {
+                let page = match core.store.events_after(topic.clone(), after, REPLAY_PAGE).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        yield Err(Status::from(e));
+                        return;
+                    }
+                };
+                let full = page.len() == REPLAY_PAGE;
+                for event in page {
+                    let offset = event.cursor.map_or(0, |c| c.offset);
+                    after = hub::split(offset).0;
+                    delivered.insert(topic.clone(), offset);
+                    yield Ok(event);
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+        loop {
+            let live = tokio::select! {
+                next = sub.next() => Live::Next(next),
+                () = tokio::time::sleep_until(expiry) => Live::Expired,
+            };
+            match live {
+                Live::Next(Next::Event(event)) => {
+                    let offset = event.cursor.map_or(0, |c| c.offset);
+                    if delivered.get(&event.topic).is_some_and(|d| offset <= *d) {
+                        continue;
+                    }
+                    delivered.insert(event.topic.clone(), offset);
+                    yield Ok((*event).clone());
+                }
+                Live::Next(Next::Lagged) => {
+                    yield Err(Status::resource_exhausted(
+                        "this subscriber fell behind and was cut off: subscribe again with the cursor of the last event it processed",
+                    ));
+                    return;
+                }
+                Live::Next(Next::Closed) => {
+                    yield Err(Status::unavailable("core-svc is shutting down: subscribe again with your last cursors"));
+                    return;
+                }
+                Live::Expired => {
+                    yield Err(Status::unauthenticated("the token expired: subscribe again with a fresh token and your last cursors"));
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! LocationService.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use logi::auth::{Principal, Role};
+use logi::pb::{self, event::Kind, location_service_server::LocationService};
+use logi::topic::Topic;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Core, access, convert, principal};
+use crate::error::Error;
+use crate::model::{DriverStatus, GeoPoint, Location, timestamp};
+
+const DEFAULT_RADIUS_M: f64 = 3_000.0;
+const MAX_RADIUS_M: f64 = 100_000.0;
+const DEFAULT_LIMIT: u32 = 10;
+const MAX_LIMIT: u32 = 100;
+
+pub struct LocationApi(pub Arc<Core>);
+
+fn location_pb(driver_id: &str, l: &Location) -> pb::DriverLocation {
+    pb::DriverLocation {
+        driver_id: driver_id.to_owned(),
+        latitude: l.point.lat,
+        longitude: l.point.lon,
+        heading: l.heading,
+        speed_mps: l.speed_mps,
+        updated_at: Some(timestamp(l.at)),
+    }
+}
+
+impl LocationApi {
+    /// Validates and applies one position; returns the booking whose rider got it.
+    fn apply(&self, p: &Principal, r: pb::UpdateDriverLocationRequest) -> Result<u64, Error> {
+        let driver = convert::id(
+            "driver_id",
+            &access::default_id(p, Role::Driver, &r.driver_id),
+        )?;
+        access::as_driver(p, &driver)?;
+        let point = GeoPoint::new(r.latitude, r.longitude, "location")?;
+        convert::motion(r.heading, r.speed_mps)?;
+        let location = Location {
+            point,
+            heading: r.heading,
+            speed_mps: r.speed_mps,
+            at: SystemTime::now(),
+        };
+        let Some(trip) = self.0.registry.update_location(&driver, location)? else {
+            return Ok(0);
+        };
+        let kind = Kind::DriverLocation(pb::DriverLocationChanged {
+            booking_id: trip.booking_id,
+            booking_status: trip.status.to_pb() as i32,
+            location: Some(location_pb(driver.as_str(), &location)),
+        });
+        self.0.hub.publish_ephemeral(
+            &Topic::UserBookings(trip.user_id).to_string(),
+            kind,
+            location.at,
+        );
+        Ok(trip.booking_id)
+    }
+}
+
+#[tonic::async_trait]
+impl LocationService for LocationApi {
+    async fn update_driver_location(
+        &self,
+        req: Request<pb::UpdateDriverLocationRequest>,
+    ) -> Result<Response<pb::UpdateDriverLocationResponse>, Status> {
+        let p = principal(&req)?;
+        let booking_id = self.apply(&p, req.into_inner())?;
+        Ok(Response::new(pb::UpdateDriverLocationResponse {
+            booking_id,
+        }))
+    }
+
+    async fn stream_driver_locations(
+        &self,
+        req: Request<Streaming<pb::UpdateDriverLocationRequest>>,
+    ) -> Result<Response<pb::StreamDriverLocationsResponse>, Status> {
+        let p = principal(&req)?;
+        let mut stream = req.into_inner();
+        let mut accepted = 0u64;
+        loop {
+            let next = tokio::select! {
+                () = self.0.shutdown.cancelled() => {
+                    return Err(Status::unavailable(format!(
+                        "core-svc is shutting down after {accepted} positions: reconnect and keep streaming"
+                    )));
+                }
+                next = stream.next() => next,
+            };
+            match next {
+                None => break,
+                Some(Ok(r)) => {
+                    self.apply(&p, r).map_err(|e| {
+                        let status = Status::from(e);
+                        Status::new(
+                            status.code(),
+                            format!("{} (after {accepted} positions applied)", status.message()),
+                        )
+                    })?;
+                    accepted += 1;
+                }
+                Some(Err(status)) => return Err(status),
+            }
+        }
+        Ok(Response::new(pb::StreamDriverLocationsResponse {
+            accepted,
+        }))
+    }
+
+    async fn get_driver_location(
+        &self,
+        req: Request<pb::GetDriverLocationRequest>,
+    ) -> Result<Response<pb::DriverLocation>, Status> {
+        let p = principal(&req)?;
+        let driver = convert::id(
+            "driver_id",
+            &access::default_id(&p, Role::Driver, &req.get_ref().driver_id),
+        )?;
+        let found = self.0.registry.get(&driver);
+        let rider_of_trip = |d: &crate::model::Driver| {
+            p.role == Role::User && d.active.as_ref().is_some_and(|t| t.user_id == p.id)
+        };
+        match &found {
+            Some((d, _)) if rider_of_trip(d) => {}
+            _ if p.role == Role::User => {
+                return Err(
+                    Error::denied(format!("driver {driver} is not on a trip of yours")).into(),
+                );
+            }
+            _ => access::as_driver(&p, &driver)?,
+        }
+        let (_, location) = found.ok_or_else(|| Error::DriverNotFound(driver.to_string()))?;
+        let location = location.ok_or_else(|| Error::NoLocation(driver.to_string()))?;
+        Ok(Response::new(location_pb(driver.as_str(), &location)))
+    }
+
+    async fn set_driver_status(
+        &self,
+        req: Request<pb::SetDriverStatusRequest>,
+    ) -> Result<Response<pb::Driver>, Status> {
+        let p = principal(&req)?;
+        let r = req.into_inner();
+        let driver = convert::id(
+            "driver_id",
+            &access::default_id(&p, Role::Driver, &r.driver_id),
+        )?;
+        access::as_driver(&p, &driver)?;
+        let status = match pb::DriverStatus::try_from(r.status) {
+            Ok(pb::DriverStatus::Available) => DriverStatus::Available,
+            Ok(pb::DriverStatus::Offline) => DriverStatus::Offline,
+            Ok(pb::DriverStatus::OnTrip) => {
+                return Err(Error::invalid(
+                    "status ON_TRIP is set by AcceptBooking, not SetDriverStatus",
+                )
+                .into());
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "status is required: DRIVER_STATUS_AVAILABLE or DRIVER_STATUS_OFFLINE",
+                )
+                .into());
+            }
+        };
+        let vehicle_type = if r.vehicle_type.is_empty() {
+            None
+        } else {
+            convert::vehicle_type(&self.0.tariffs, &r.vehicle_type)?;
+            Some(r.vehicle_type)
+        };
+        let updated = self
+            .0
+            .store
+            .set_driver_status(driver.clone(), status, vehicle_type)
+            .await?;
+        tracing::info!(%driver, status = status.as_str(), "driver status set");
+        Ok(Response::new(updated.to_pb()))
+    }
+
+    async fn find_nearby_drivers(
+        &self,
+        req: Request<pb::FindNearbyDriversRequest>,
+    ) -> Result<Response<pb::FindNearbyDriversResponse>, Status> {
+        let p = principal(&req)?;
+        access::privileged(&p, "FindNearbyDrivers")?;
+        let r = req.into_inner();
+        let center = GeoPoint::new(r.latitude, r.longitude, "center")?;
+        convert::vehicle_type(&self.0.tariffs, &r.vehicle_type)?;
+        let radius_m = if r.radius_m == 0.0 {
+            DEFAULT_RADIUS_M
+        } else {
+            r.radius_m
+        };
+        if !(radius_m.is_finite() && radius_m > 0.0 && radius_m <= MAX_RADIUS_M) {
+            return Err(Error::invalid(format!(
+                "radius_m must be more than 0 and at most {MAX_RADIUS_M}"
+            ))
+            .into());
+        }
+        if r.limit > MAX_LIMIT {
+            return Err(Error::invalid(format!("limit must be at most {MAX_LIMIT}")).into());
+        }
+        let limit = if r.limit == 0 { DEFAULT_LIMIT } else { r.limit } as usize;
+        let drivers = self
+            .0
+            .registry
+            .nearest(&r.vehicle_type, center, radius_m, limit, |_| false)
+            .into_iter()
+            .map(|n| pb::NearbyDriver {
+                location: Some(location_pb(n.driver_id.as_str(), &n.location)),
+                distance_m: n.distance_m,
+            })
+            .collect();
+        Ok(Response::new(pb::FindNearbyDriversResponse { drivers }))
+    }
+}

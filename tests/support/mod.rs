@@ -1,0 +1,299 @@
+//! Test harness: core-svc started in-process on 127.0.0.1:0 with a temporary
+//! database, and real tonic clients that carry a token.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use logi::auth::{Role, Signer};
+use logi::pb::{self, event::Kind};
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Request, Status, Streaming};
+
+pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
+/// How long a test waits for something that should happen at once.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub fn token(role: Role, sub: &str) -> String {
+    Signer::hs256(SECRET.as_bytes())
+        .mint(sub, role, Duration::from_secs(3600))
+        .unwrap()
+}
+
+pub struct Core {
+    pub addr: SocketAddr,
+    pub db: PathBuf,
+    shutdown: CancellationToken,
+    handle: JoinHandle<Result<(), core_svc::server::ServeError>>,
+}
+
+/// Starts core-svc on `db` with extra flags.
+pub async fn spawn_core(db: &Path, extra: &[&str]) -> Core {
+    let mut args = vec![
+        "core-svc",
+        "--database",
+        db.to_str().unwrap(),
+        "--jwt-secret",
+        SECRET,
+    ];
+    args.extend_from_slice(extra);
+    let config = <core_svc::Config as clap::Parser>::try_parse_from(args).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(core_svc::run(config, listener, shutdown.clone()));
+    Core {
+        addr,
+        db: db.to_owned(),
+        shutdown,
+        handle,
+    }
+}
+
+impl Core {
+    /// Shuts down through the shutdown signal and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(PATIENCE, self.handle)
+            .await
+            .expect("core-svc stops")
+            .unwrap()
+            .unwrap();
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub async fn as_(&self, role: Role, sub: &str) -> Client {
+        Client::new(self.channel().await, &token(role, sub))
+    }
+}
+
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+type Svc = InterceptedService<Channel, Bearer>;
+
+/// The three services, calling with one token.
+#[derive(Clone)]
+pub struct Client {
+    pub bookings: pb::booking_service_client::BookingServiceClient<Svc>,
+    pub locations: pb::location_service_client::LocationServiceClient<Svc>,
+    pub events: pb::event_service_client::EventServiceClient<Svc>,
+}
+
+impl Client {
+    pub fn new(channel: Channel, token: &str) -> Self {
+        Self::with_header(channel, Some(format!("Bearer {token}")))
+    }
+
+    pub fn with_header(channel: Channel, header: Option<String>) -> Self {
+        let bearer = Bearer(header.map(|h| h.parse().unwrap()));
+        Self {
+            bookings: pb::booking_service_client::BookingServiceClient::with_interceptor(
+                channel.clone(),
+                bearer.clone(),
+            ),
+            locations: pb::location_service_client::LocationServiceClient::with_interceptor(
+                channel.clone(),
+                bearer.clone(),
+            ),
+            events: pb::event_service_client::EventServiceClient::with_interceptor(channel, bearer),
+        }
+    }
+
+    pub async fn subscribe(&mut self, topics: &[&str]) -> Events {
+        self.subscribe_from(topics, &[]).await
+    }
+
+    pub async fn subscribe_from(
+        &mut self,
+        topics: &[&str],
+        resume: &[(&str, pb::Cursor)],
+    ) -> Events {
+        let req = pb::SubscribeRequest {
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            resume: resume.iter().map(|(t, c)| (t.to_string(), *c)).collect(),
+        };
+        Events(self.events.subscribe(req).await.unwrap().into_inner())
+    }
+
+    pub async fn driver_online(&mut self, driver: &str, vehicle: &str, lat: f64, lon: f64) {
+        self.locations
+            .set_driver_status(pb::SetDriverStatusRequest {
+                driver_id: driver.into(),
+                status: pb::DriverStatus::Available as i32,
+                vehicle_type: vehicle.into(),
+            })
+            .await
+            .unwrap();
+        self.move_driver(driver, lat, lon).await.unwrap();
+    }
+
+    pub async fn move_driver(&mut self, driver: &str, lat: f64, lon: f64) -> Result<u64, Status> {
+        let req = pb::UpdateDriverLocationRequest {
+            driver_id: driver.into(),
+            latitude: lat,
+            longitude: lon,
+            heading: 90.0,
+            speed_mps: 8.0,
+        };
+        Ok(self
+            .locations
+            .update_driver_location(req)
+            .await?
+            .into_inner()
+            .booking_id)
+    }
+
+    pub async fn book(&mut self, user: &str, vehicle: &str) -> Result<pb::Booking, Status> {
+        Ok(self
+            .bookings
+            .create_booking(booking_request(user, vehicle))
+            .await?
+            .into_inner())
+    }
+}
+
+/// Pickup at San Francisco's Ferry Building, dropoff ~2.2 km away.
+pub const PICKUP: (f64, f64) = (37.7955, -122.3937);
+
+pub fn booking_request(user: &str, vehicle: &str) -> pb::CreateBookingRequest {
+    pb::CreateBookingRequest {
+        user_id: user.into(),
+        pickup: Some(pb::Place {
+            latitude: PICKUP.0,
+            longitude: PICKUP.1,
+            address: "123 Main St".into(),
+        }),
+        dropoff: Some(pb::Place {
+            latitude: 37.7793,
+            longitude: -122.4193,
+            address: "456 Elm St".into(),
+        }),
+        vehicle_type: vehicle.into(),
+        phone_number: "+1234567890".into(),
+    }
+}
+
+pub struct Events(pub Streaming<pb::Event>);
+
+impl Events {
+    /// The next event, failing the test if none comes in time.
+    pub async fn next(&mut self) -> pb::Event {
+        match tokio::time::timeout(PATIENCE, self.0.next()).await {
+            Ok(Some(Ok(e))) => e,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    /// The stream's ending status.
+    pub async fn end(&mut self) -> Status {
+        match tokio::time::timeout(PATIENCE, self.0.next()).await {
+            Ok(Some(Err(status))) => status,
+            other => panic!("expected the stream to end with an error, got {other:?}"),
+        }
+    }
+
+    /// The next `n` events, summarised.
+    pub async fn take(&mut self, n: usize) -> Vec<String> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(summary(&self.next().await));
+        }
+        out
+    }
+
+    /// Nothing more arrives within a short wait.
+    pub async fn assert_quiet(&mut self) {
+        if let Ok(item) = tokio::time::timeout(Duration::from_millis(300), self.0.next()).await {
+            panic!("expected no more events, got {item:?}");
+        }
+    }
+}
+
+fn status_name(s: i32) -> String {
+    pb::BookingStatus::try_from(s)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("BOOKING_STATUS_")
+                .to_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+/// A short, exact description of an event: "topic kind details".
+pub fn summary(e: &pb::Event) -> String {
+    let detail = match e.kind.as_ref().unwrap() {
+        Kind::BookingChanged(c) => {
+            let b = c.booking.as_ref().unwrap();
+            format!(
+                "booking_changed #{} {}->{}",
+                b.id,
+                status_name(c.previous_status),
+                status_name(b.status)
+            )
+        }
+        Kind::OtpIssued(o) => format!("otp_issued #{}", o.booking_id),
+        Kind::BookingOffered(o) => format!("booking_offered #{}", o.booking.as_ref().unwrap().id),
+        Kind::OfferClosed(c) => format!(
+            "offer_closed #{} {}",
+            c.booking_id,
+            pb::offer_closed::Reason::try_from(c.reason)
+                .unwrap()
+                .as_str_name()
+                .trim_start_matches("REASON_")
+                .to_lowercase()
+        ),
+        Kind::DriverLocation(l) => {
+            let loc = l.location.as_ref().unwrap();
+            format!(
+                "driver_location #{} {} {},{}",
+                l.booking_id,
+                status_name(l.booking_status),
+                loc.latitude,
+                loc.longitude
+            )
+        }
+        Kind::DriverStatus(d) => format!(
+            "driver_status {} {}",
+            d.driver_id,
+            pb::DriverStatus::try_from(d.status)
+                .unwrap()
+                .as_str_name()
+                .trim_start_matches("DRIVER_STATUS_")
+                .to_lowercase()
+        ),
+        Kind::ResyncRequired(r) => format!(
+            "resync_required {}",
+            pb::resync_required::Reason::try_from(r.reason)
+                .unwrap()
+                .as_str_name()
+                .trim_start_matches("REASON_")
+                .to_lowercase()
+        ),
+    };
+    format!("{} {detail}", e.topic)
+}
