@@ -74,13 +74,22 @@ pub enum Step {
 }
 
 /// The schedule of every pending booking.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Plan {
+    cfg: DispatchConfig,
     pending: HashMap<BookingId, Pending>,
     timers: BTreeSet<(Instant, BookingId)>,
 }
 
 impl Plan {
+    pub fn new(cfg: DispatchConfig) -> Self {
+        Self {
+            cfg,
+            pending: HashMap::new(),
+            timers: BTreeSet::new(),
+        }
+    }
+
     /// Starts following a booking created `age` ago and already offered to `offered`.
     pub fn track(
         &mut self,
@@ -90,10 +99,11 @@ impl Plan {
         offered: impl IntoIterator<Item = Id>,
         age: Duration,
         now: Instant,
-        cfg: &DispatchConfig,
     ) {
+        let cfg = &self.cfg;
         let expires = now + cfg.offer_timeout.saturating_sub(age);
         let next = (now + cfg.widen_every).min(expires);
+        let radius_m = cfg.radius_m;
         self.forget(id);
         self.timers.insert((next, id));
         let offered = offered.into_iter().collect();
@@ -103,7 +113,7 @@ impl Plan {
                 pickup,
                 vehicle_type,
                 offered,
-                radius_m: cfg.radius_m,
+                radius_m,
                 next,
                 expires,
             },
@@ -145,7 +155,8 @@ impl Plan {
     }
 
     /// The steps due at `now`; widening ones are rescheduled.
-    pub fn due(&mut self, now: Instant, cfg: &DispatchConfig) -> Vec<Step> {
+    pub fn due(&mut self, now: Instant) -> Vec<Step> {
+        let cfg = &self.cfg;
         let mut steps = Vec::new();
         while let Some(&(at, id)) = self.timers.first() {
             if at > now {
@@ -187,8 +198,8 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(cfg: DispatchConfig, store: Arc<dyn Store>, registry: Arc<Registry>) -> Arc<Self> {
         Arc::new(Self {
+            plan: Mutex::new(Plan::new(cfg.clone())),
             cfg,
-            plan: Mutex::default(),
             wake: Notify::new(),
             store,
             registry,
@@ -234,7 +245,6 @@ impl Dispatcher {
             offered,
             Duration::ZERO,
             Instant::now(),
-            &self.cfg,
         );
         self.wake.notify_one();
     }
@@ -256,7 +266,6 @@ impl Dispatcher {
                 p.offered.iter().cloned(),
                 age,
                 now,
-                &self.cfg,
             );
         }
         drop(plan);
@@ -279,7 +288,7 @@ impl Dispatcher {
                 () = self.wake.notified() => continue,
                 () = sleep => {}
             }
-            let steps = self.plan().due(Instant::now(), &self.cfg);
+            let steps = self.plan().due(Instant::now());
             for step in steps {
                 self.carry_out(step).await;
             }
@@ -362,7 +371,7 @@ mod tests {
     #[test]
     fn widens_by_doubling_up_to_the_cap_then_expires() {
         let (cfg, t0) = (cfg(), Instant::now());
-        let mut plan = Plan::default();
+        let mut plan = Plan::new(cfg.clone());
         let at = GeoPoint { lat: 0.0, lon: 0.0 };
         plan.track(
             1,
@@ -371,10 +380,9 @@ mod tests {
             [Id::new("9").unwrap()],
             Duration::ZERO,
             t0,
-            &cfg,
         );
-        assert!(plan.due(t0 + Duration::from_secs(19), &cfg).is_empty());
-        let first = plan.due(t0 + Duration::from_secs(20), &cfg);
+        assert!(plan.due(t0 + Duration::from_secs(19)).is_empty());
+        let first = plan.due(t0 + Duration::from_secs(20));
         assert_eq!(radii(&first), [2_000.0]);
         let Step::Widen { offered, .. } = &first[0] else {
             unreachable!()
@@ -383,15 +391,9 @@ mod tests {
             offered.contains(&Id::new("9").unwrap()),
             "already offered drivers are skipped"
         );
-        assert_eq!(
-            radii(&plan.due(t0 + Duration::from_secs(40), &cfg)),
-            [3_000.0]
-        );
+        assert_eq!(radii(&plan.due(t0 + Duration::from_secs(40))), [3_000.0]);
         assert_eq!(plan.next_deadline(), Some(t0 + Duration::from_secs(60)));
-        assert_eq!(
-            plan.due(t0 + Duration::from_secs(60), &cfg),
-            [Step::Expire(1)]
-        );
+        assert_eq!(plan.due(t0 + Duration::from_secs(60)), [Step::Expire(1)]);
         assert_eq!(plan.next_deadline(), None);
         plan.forget(1);
         assert!(plan.is_empty());
@@ -400,28 +402,25 @@ mod tests {
     #[test]
     fn a_booking_restored_after_a_restart_keeps_its_deadline() {
         let (cfg, t0) = (cfg(), Instant::now());
-        let mut plan = Plan::default();
+        let mut plan = Plan::new(cfg.clone());
         let at = GeoPoint { lat: 0.0, lon: 0.0 };
-        plan.track(1, at, "car".into(), [], Duration::from_secs(50), t0, &cfg);
+        plan.track(1, at, "car".into(), [], Duration::from_secs(50), t0);
         assert_eq!(plan.next_deadline(), Some(t0 + Duration::from_secs(10)));
-        assert_eq!(
-            plan.due(t0 + Duration::from_secs(10), &cfg),
-            [Step::Expire(1)]
-        );
-        plan.track(2, at, "car".into(), [], Duration::from_secs(500), t0, &cfg);
-        assert_eq!(plan.due(t0, &cfg), [Step::Expire(2)]);
+        assert_eq!(plan.due(t0 + Duration::from_secs(10)), [Step::Expire(1)]);
+        plan.track(2, at, "car".into(), [], Duration::from_secs(500), t0);
+        assert_eq!(plan.due(t0), [Step::Expire(2)]);
     }
 
     #[test]
     fn accepted_bookings_are_forgotten_and_failures_retried() {
         let (cfg, t0) = (cfg(), Instant::now());
-        let mut plan = Plan::default();
+        let mut plan = Plan::new(cfg.clone());
         let at = GeoPoint { lat: 0.0, lon: 0.0 };
-        plan.track(1, at, "car".into(), [], Duration::ZERO, t0, &cfg);
-        plan.track(2, at, "car".into(), [], Duration::ZERO, t0, &cfg);
+        plan.track(1, at, "car".into(), [], Duration::ZERO, t0);
+        plan.track(2, at, "car".into(), [], Duration::ZERO, t0);
         plan.forget(1);
         plan.retry(2, t0 + Duration::from_secs(1));
-        let steps = plan.due(t0 + Duration::from_secs(1), &cfg);
+        let steps = plan.due(t0 + Duration::from_secs(1));
         assert!(matches!(steps.as_slice(), [Step::Widen { id: 2, .. }]));
         assert_eq!(plan.len(), 1);
     }

@@ -18,6 +18,7 @@ use super::{Core, principal};
 use crate::error::Error;
 use crate::hub::{self, EPHEMERAL_SPAN, Next, Subscription};
 use crate::model::timestamp;
+use crate::store::TopicState;
 
 /// Topics one subscription may read.
 pub const MAX_TOPICS: usize = 16;
@@ -72,6 +73,20 @@ impl EventService for EventApi {
             .hub
             .subscribe(names.clone())
             .map_err(|e| Status::unavailable(e.to_string()))?;
+        // Read each topic's bounds before answering, so that the hub knows the durable
+        // head (and can number positions) as soon as the caller holds the stream.
+        let epoch = self.0.store.epoch();
+        let mut states = Vec::with_capacity(names.len());
+        for name in &names {
+            let state = self.0.store.topic_state(name.clone()).await?;
+            let resume_offset = r
+                .resume
+                .get(name)
+                .filter(|c| c.epoch == epoch)
+                .map(|c| c.offset);
+            self.0.hub.observe(name, state.last_seq, resume_offset);
+            states.push((name.clone(), state));
+        }
         let expires_in = (UNIX_EPOCH + Duration::from_secs(p.expires_at))
             .duration_since(SystemTime::now())
             .unwrap_or_default();
@@ -79,7 +94,7 @@ impl EventService for EventApi {
         Ok(Response::new(Box::pin(events(
             self.0.clone(),
             sub,
-            names,
+            states,
             r.resume,
             expires_in,
         ))))
@@ -106,7 +121,7 @@ enum Live {
 fn events(
     core: Arc<Core>,
     mut sub: Subscription,
-    topics: Vec<String>,
+    topics: Vec<(String, TopicState)>,
     resume: HashMap<String, pb::Cursor>,
     expires_in: Duration,
 ) -> impl Stream<Item = Result<pb::Event, Status>> + Send {
@@ -115,17 +130,8 @@ fn events(
         let expiry = tokio::time::Instant::now() + expires_in;
         // The offset of the last event sent, per topic with a cursor.
         let mut delivered: HashMap<String, u64> = HashMap::new();
-        for topic in &topics {
-            let state = match core.store.topic_state(topic.clone()).await {
-                Ok(state) => state,
-                Err(e) => {
-                    yield Err(Status::from(e));
-                    return;
-                }
-            };
-            let cursor = resume.get(topic).copied();
-            core.hub.observe(topic, state.last_seq, cursor.filter(|c| c.epoch == epoch).map(|c| c.offset));
-            let Some(cursor) = cursor else { continue };
+        for (topic, state) in &topics {
+            let Some(cursor) = resume.get(topic).copied() else { continue };
             let (seq, _) = hub::split(cursor.offset);
             let refusal = if cursor.epoch != epoch {
                 Some((Reason::EpochChanged, format!("cursor epoch {} is not this event log's epoch {epoch}", cursor.epoch)))
