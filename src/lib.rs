@@ -6,6 +6,7 @@
 //! - [`topic`]: the topic names of the event log and who may read them.
 //! - [`id`]: validation of rider and driver ids.
 //! - [`jwt_args`]: the JWT flags both processes share.
+//! - [`logging`]: the binaries' log set-up.
 
 pub mod pb {
     //! Generated from `proto/logi/v1/*.proto`.
@@ -19,4 +20,5 @@ pub mod pb {
 pub mod auth;
 pub mod id;
 pub mod jwt_args;
+pub mod logging;
 pub mod topic;

@@ -9,11 +9,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    logi::logging::init();
     if let Err(e) = config.validate() {
         eprintln!("core-svc: {e}");
         return ExitCode::from(2);

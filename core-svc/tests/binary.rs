@@ -1,0 +1,97 @@
+//! The real core-svc binary: configuration errors and signals.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_core-svc");
+
+fn core_svc() -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("LOGI_")) {
+        cmd.env_remove(key);
+    }
+    cmd
+}
+
+#[test]
+fn without_a_key_it_refuses_to_start_with_one_line_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = core_svc()
+        .arg("--database")
+        .arg(dir.path().join("logi.db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr,
+        "core-svc: no JWT key: set LOGI_JWT_SECRET (HS256 secret) or LOGI_JWT_PUBLIC_KEY (PEM file)\n"
+    );
+    assert!(
+        !dir.path().join("logi.db").exists(),
+        "nothing is created before the configuration is valid"
+    );
+}
+
+#[test]
+fn bad_values_are_named() {
+    let out = core_svc()
+        .env("LOGI_JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("LOGI_OFFER_TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("--offer-timeout") && stderr.contains("soon"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sigterm_stops_it_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = core_svc()
+        .env("LOGI_JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("LOGI_DATABASE", dir.path().join("sub/logi.db"))
+        .env("LOGI_GRPC_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("core-svc ready"));
+    assert!(ready.is_some(), "core-svc never said it was ready");
+    assert!(
+        dir.path().join("sub/logi.db").exists(),
+        "the database and its folder are created"
+    );
+
+    let kill = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "core-svc did not stop within 10 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        rest.iter().any(|l| l.contains("core-svc stopped")),
+        "{rest:?}"
+    );
+}
