@@ -404,6 +404,55 @@ mod tests {
         assert_eq!(bearer("Bearer"), Err(AuthError::Missing));
     }
 
+    #[test]
+    fn public_keys_pin_their_algorithm() {
+        let claims = json!({"sub": "7", "role": "driver", "exp": now() + 60});
+        let keys: [(&[u8], &[u8], Algorithm); 3] = [
+            (
+                include_bytes!("../tests/fixtures/rsa.key"),
+                include_bytes!("../tests/fixtures/rsa.pub"),
+                Algorithm::RS256,
+            ),
+            (
+                include_bytes!("../tests/fixtures/p256.key"),
+                include_bytes!("../tests/fixtures/p256.pub"),
+                Algorithm::ES256,
+            ),
+            (
+                include_bytes!("../tests/fixtures/ed25519.key"),
+                include_bytes!("../tests/fixtures/ed25519.pub"),
+                Algorithm::EdDSA,
+            ),
+        ];
+        for (private, public, alg) in keys {
+            let signing = match alg {
+                Algorithm::RS256 => EncodingKey::from_rsa_pem(private),
+                Algorithm::ES256 => EncodingKey::from_ec_pem(private),
+                _ => EncodingKey::from_ed_pem(private),
+            }
+            .unwrap();
+            let token = jsonwebtoken::encode(&Header::new(alg), &claims, &signing).unwrap();
+            let verifier = Verifier::public_key_pem(public).unwrap();
+            assert_eq!(verifier.verify(&token).unwrap().id.as_str(), "7", "{alg:?}");
+            // The classic confusion attack: HS256 keyed with the public key itself.
+            let forged = jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(public),
+            )
+            .unwrap();
+            assert_eq!(
+                verifier.verify(&forged),
+                Err(AuthError::WrongAlgorithm(alg)),
+                "{alg:?}"
+            );
+        }
+        assert!(matches!(
+            Verifier::public_key_pem(b"not a key"),
+            Err(AuthError::BadKey(_))
+        ));
+    }
+
     fn base64_url(s: &str) -> String {
         const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let b = s.as_bytes();

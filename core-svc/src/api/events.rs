@@ -202,3 +202,125 @@ fn events(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use logi::auth::{Principal, Role};
+    use logi::id::Id;
+    use tokio_stream::StreamExt;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::dispatch::{DispatchConfig, Dispatcher};
+    use crate::drivers::Registry;
+    use crate::hub::Hub;
+    use crate::live::Live;
+    use crate::model::DriverStatus;
+    use crate::store::sqlite::Sqlite;
+    use crate::store::{CommitSink, Store};
+    use crate::tariff::Tariffs;
+
+    fn core(path: &std::path::Path, queue: usize) -> Arc<Core> {
+        let registry = Arc::new(Registry::default());
+        let mut hub = None;
+        let store = Sqlite::open(path, |epoch| {
+            let h = Hub::new(epoch, queue);
+            hub = Some(h.clone());
+            Arc::new(Live {
+                hub: h,
+                registry: registry.clone(),
+            }) as Arc<dyn CommitSink>
+        })
+        .unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let dispatcher =
+            Dispatcher::new(DispatchConfig::default(), store.clone(), registry.clone());
+        Arc::new(Core {
+            store,
+            hub: hub.unwrap(),
+            registry,
+            dispatcher,
+            tariffs: Tariffs::default(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    async fn subscribe(core: &Arc<Core>, resume: Option<pb::Cursor>) -> EventStream {
+        let resume = resume
+            .map(|c| ("admins".to_owned(), c))
+            .into_iter()
+            .collect();
+        let mut req = Request::new(pb::SubscribeRequest {
+            topics: vec!["admins".into()],
+            resume,
+        });
+        let admin = Principal {
+            id: Id::new("ops").unwrap(),
+            role: Role::Admin,
+            expires_at: u64::MAX / 2,
+        };
+        req.extensions_mut().insert(admin);
+        EventApi(core.clone())
+            .subscribe(req)
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn register(core: &Arc<Core>, n: usize) {
+        for i in 0..n {
+            let id = Id::new(format!("d{i}")).unwrap();
+            core.store
+                .set_driver_status(id, DriverStatus::Available, Some("car".into()))
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_cut_off_then_resumes_without_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = core(&dir.path().join("logi.db"), 2);
+        let mut slow = subscribe(&core, None).await;
+        register(&core, 5).await; // five admin events into a queue of two
+        let first = slow.next().await.unwrap().unwrap();
+        let second = slow.next().await.unwrap().unwrap();
+        let cut = slow.next().await.unwrap().unwrap_err();
+        assert_eq!(cut.code(), tonic::Code::ResourceExhausted);
+        drop(slow);
+        assert_eq!(core.hub.topic_count(), 0, "nothing is left behind");
+
+        let mut resumed = subscribe(&core, second.cursor).await;
+        let mut offsets = vec![first.cursor.unwrap().offset, second.cursor.unwrap().offset];
+        for _ in 0..3 {
+            offsets.push(
+                resumed
+                    .next()
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .cursor
+                    .unwrap()
+                    .offset,
+            );
+        }
+        assert_eq!(
+            offsets,
+            (1..=5).map(|s| s * EPHEMERAL_SPAN).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_goes_away_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = core(&dir.path().join("logi.db"), 16);
+        let a = subscribe(&core, None).await;
+        let b = subscribe(&core, None).await;
+        assert_eq!(core.hub.subscribers("admins"), 2);
+        drop(a);
+        assert_eq!(core.hub.subscribers("admins"), 1);
+        drop(b);
+        assert_eq!(core.hub.topic_count(), 0);
+        register(&core, 1).await; // publishing to nobody is fine
+    }
+}
