@@ -1,0 +1,116 @@
+//! The logi dialect (`spec/logi-dialect.txt`): every frame is
+//! `{"user_id": "...", "type": "...", "payload": {...}}`, ids are strings, `user_id`
+//! is the recipient (empty for admin frames), and places are GeoJSON points
+//! `[longitude, latitude]`.
+//!
+//! - rider: `status_update` for every booking change, preceded by `booking_accepted`
+//!   on accept; `driver_location` during trips; `booking_otp` (added) with the OTP.
+//! - driver: `new_booking_request` for offers; `booking_request_closed` (added) when
+//!   an offer closes without it; `status_update` for bookings it accepted.
+//! - admin: `status_update` for every booking change, `driver_status_update`.
+
+use logi::auth::Role;
+use logi::pb::{self, event::Kind, offer_closed::Reason};
+use logi::topic::Topic;
+use serde_json::{Value, json};
+
+use super::{Audience, driver_status, logi_status};
+
+fn point(p: &Option<pb::Place>) -> Value {
+    let (lat, lon) = p.as_ref().map_or((0.0, 0.0), |p| (p.latitude, p.longitude));
+    json!({"type": "Point", "coordinates": [lon, lat]})
+}
+
+fn status_update(b: &pb::Booking) -> Value {
+    json!({"booking_id": b.id.to_string(), "status": logi_status(b.status)})
+}
+
+pub fn render(event: &pb::Event, audience: &Audience) -> Vec<Value> {
+    let (Ok(topic), Some(kind)) = (Topic::parse(&event.topic), &event.kind) else {
+        return Vec::new();
+    };
+    let payloads: Vec<(&str, Value)> = match (&topic, kind) {
+        (Topic::UserBookings(_), Kind::BookingChanged(c)) => {
+            let Some(b) = &c.booking else {
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            let just_accepted = b.status == pb::BookingStatus::Accepted as i32
+                && c.previous_status != pb::BookingStatus::Accepted as i32;
+            if just_accepted {
+                out.push((
+                    "booking_accepted",
+                    json!({"booking_id": b.id.to_string(), "driver_id": b.driver_id}),
+                ));
+            }
+            out.push(("status_update", status_update(b)));
+            out
+        }
+        (Topic::UserBookings(_), Kind::OtpIssued(o)) => {
+            vec![(
+                "booking_otp",
+                json!({"booking_id": o.booking_id.to_string(), "otp": o.otp}),
+            )]
+        }
+        (Topic::UserBookings(_), Kind::DriverLocation(l)) => {
+            let Some(loc) = &l.location else {
+                return Vec::new();
+            };
+            vec![(
+                "driver_location",
+                json!({"booking_id": l.booking_id.to_string(), "latitude": loc.latitude, "longitude": loc.longitude}),
+            )]
+        }
+        (Topic::DriverAvailable(_), Kind::BookingOffered(o)) => {
+            let Some(b) = &o.booking else {
+                return Vec::new();
+            };
+            vec![(
+                "new_booking_request",
+                json!({
+                    "booking_id": b.id.to_string(),
+                    "user_id": b.user_id,
+                    "pickup_location": point(&b.pickup),
+                    "dropoff_location": point(&b.dropoff),
+                    "vehicle_type": b.vehicle_type,
+                    "price_estimate": b.price_estimate,
+                }),
+            )]
+        }
+        (Topic::DriverAvailable(_), Kind::OfferClosed(c)) => {
+            let reason = match Reason::try_from(c.reason) {
+                Ok(Reason::Taken) => "taken",
+                Ok(Reason::Cancelled) => "cancelled",
+                Ok(Reason::Expired) => "expired",
+                // Accepted: the driver hears `status_update` from its bookings topic.
+                _ => return Vec::new(),
+            };
+            vec![(
+                "booking_request_closed",
+                json!({"booking_id": c.booking_id.to_string(), "reason": reason}),
+            )]
+        }
+        (Topic::DriverBookings(_) | Topic::Admins, Kind::BookingChanged(c)) => c
+            .booking
+            .as_ref()
+            .map(|b| ("status_update", status_update(b)))
+            .into_iter()
+            .collect(),
+        (Topic::Admins, Kind::DriverStatus(d)) => {
+            vec![(
+                "driver_status_update",
+                json!({"driver_id": d.driver_id, "status": driver_status(d.status)}),
+            )]
+        }
+        _ => Vec::new(),
+    };
+    let user_id = if audience.role == Role::Admin {
+        String::new()
+    } else {
+        audience.principal.to_string()
+    };
+    payloads
+        .into_iter()
+        .map(|(kind, payload)| json!({"user_id": user_id, "type": kind, "payload": payload}))
+        .collect()
+}

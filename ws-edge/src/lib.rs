@@ -1,0 +1,37 @@
+//! ws-edge: the thin, stateless WebSocket process of Logi realtime.
+//!
+//! A mobile app connects to one of the routes with its JWT in `?token=`. The edge
+//! checks the token before the upgrade, opens ONE `EventService.Subscribe` stream on
+//! core-svc for the topics that principal may see, and turns each event into the
+//! exact JSON frame of the route's dialect. Drivers may push their position up the
+//! same socket. The edge keeps no state of its own beyond each connection.
+//!
+//! # Layout
+//! - [`config`]: flags and environment variables.
+//! - [`server`]: [`run`] serves HTTP: the WebSocket routes, `/healthz`, `/readyz`.
+//! - [`route`]: the route table (path → dialect, allowed roles, topics).
+//! - [`handshake`]: token check before the upgrade (401/403/404).
+//! - [`dialect`]: pure event → frame mapping, one module per dialect, and the
+//!   parsing of inbound frames.
+//! - [`upstream`]: the core-svc side: the service credential, Subscribe with resume
+//!   and backoff, snapshots of active bookings, location forwarding.
+//! - [`session`]: one connection: the select loop over client frames, upstream
+//!   events, pings, token expiry and shutdown; a bounded outbound queue drained by a
+//!   writer that flushes once per batch.
+//! - [`close`]: the close codes, and the one place a gRPC status becomes a close
+//!   code or an error frame.
+//!
+//! # Data flow
+//! ```text
+//! core-svc ──Subscribe──▶ upstream ──Event──▶ session ──dialect::render──▶ outbound queue ──▶ writer ──▶ socket
+//! socket ──▶ session ──dialect::parse_inbound──▶ upstream::forward_location ──UpdateDriverLocation──▶ core-svc
+//! ```
+
+pub mod close;
+pub mod config;
+pub mod dialect;
+pub mod handshake;
+pub mod route;
+pub mod server;
+pub mod session;
+pub mod upstream;
