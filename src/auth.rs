@@ -85,6 +85,10 @@ pub enum AuthError {
     UnknownRole(String),
     #[error("the token's subject is not a valid id: {0}")]
     BadSubject(String),
+    #[error("a {0:?} token cannot authenticate: use an access token")]
+    NotAccess(String),
+    #[error("the token is not valid yet (nbf)")]
+    NotYetValid,
     #[error("the token is malformed: {0}")]
     Malformed(String),
     #[error("the JWT key is unusable: {0}")]
@@ -97,6 +101,8 @@ struct Claims {
     user_id: Option<serde_json::Value>,
     role: Option<String>,
     exp: u64,
+    /// SimpleJWT marks its tokens; only access tokens authenticate.
+    token_type: Option<String>,
 }
 
 /// Checks tokens against one pinned key and algorithm.
@@ -144,6 +150,7 @@ impl Verifier {
         let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_aud = false;
+        validation.validate_nbf = true;
         // Tokens are minted by the platform's own backends; expiry is exact.
         validation.leeway = 0;
         Self { key, validation }
@@ -170,6 +177,9 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| self.explain(e))?;
         let claims = data.claims;
+        if let Some(kind) = claims.token_type.as_deref().filter(|k| *k != "access") {
+            return Err(AuthError::NotAccess(kind.to_owned()));
+        }
         let raw_id = claims
             .sub
             .or(claims.user_id)
@@ -195,6 +205,7 @@ impl Verifier {
     fn explain(&self, e: jsonwebtoken::errors::Error) -> AuthError {
         match e.kind() {
             ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
             ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
                 AuthError::WrongAlgorithm(self.validation.algorithms[0])
             }
@@ -357,6 +368,23 @@ mod tests {
             v.verify("not.a.jwt"),
             Err(AuthError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn refresh_and_future_tokens_are_refused() {
+        let v = Verifier::hs256(SECRET);
+        let exp = now() + 600;
+        let refresh =
+            sign(json!({"user_id": 1, "role": "user", "exp": exp, "token_type": "refresh"}));
+        assert_eq!(
+            v.verify(&refresh),
+            Err(AuthError::NotAccess("refresh".into()))
+        );
+        let access =
+            sign(json!({"user_id": 1, "role": "user", "exp": exp, "token_type": "access"}));
+        assert!(v.verify(&access).is_ok());
+        let later = sign(json!({"sub": "1", "role": "user", "exp": exp, "nbf": now() + 300}));
+        assert_eq!(v.verify(&later), Err(AuthError::NotYetValid));
     }
 
     #[test]

@@ -586,3 +586,123 @@ async fn roles_see_and_do_only_their_own() {
     );
     core.stop().await;
 }
+
+#[tokio::test]
+async fn offline_drivers_lose_their_offers_and_strangers_learn_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+    let mut service = core.as_(Role::Service, "backend").await;
+    let mut driver = core.as_(Role::Driver, "45").await;
+    let mut stranger = core.as_(Role::Driver, "99").await;
+    driver.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
+    stranger.driver_online("99", "car", 0.0, 0.0).await;
+    let mut offers = driver.subscribe(&["driver_45_available_bookings"]).await;
+    let id = service.book("12", "car").await.unwrap().id;
+    assert_eq!(
+        offers.take(1).await,
+        [format!(
+            "driver_45_available_bookings booking_offered #{id}"
+        )]
+    );
+
+    // A driver the booking is not offered to hears NOT_FOUND, as for no booking at all.
+    let err = stranger
+        .bookings
+        .accept_booking(pb::AcceptBookingRequest {
+            booking_id: id,
+            driver_id: "99".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            Code::NotFound,
+            format!("booking {id} does not exist").as_str()
+        )
+    );
+    let verify = pb::VerifyOtpRequest {
+        booking_id: id,
+        driver_id: "99".into(),
+        otp: "123456".into(),
+    };
+    assert_eq!(
+        stranger
+            .bookings
+            .verify_otp(verify)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+
+    // Going offline withdraws the open offer; accepting it afterwards is refused.
+    let offline = pb::SetDriverStatusRequest {
+        driver_id: "45".into(),
+        status: pb::DriverStatus::Offline as i32,
+        vehicle_type: String::new(),
+    };
+    driver.locations.set_driver_status(offline).await.unwrap();
+    assert_eq!(
+        offers.take(1).await,
+        [format!(
+            "driver_45_available_bookings offer_closed #{id} driver_offline"
+        )]
+    );
+    let err = driver
+        .bookings
+        .accept_booking(pb::AcceptBookingRequest {
+            booking_id: id,
+            driver_id: "45".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // Back online, a new booking is offered again; a service accepting for the driver
+    // is not handed the OTP, and a repeated accept says it is a repeat.
+    let online = pb::SetDriverStatusRequest {
+        driver_id: "45".into(),
+        status: pb::DriverStatus::Available as i32,
+        vehicle_type: String::new(),
+    };
+    driver.locations.set_driver_status(online).await.unwrap();
+    let next = service.book("12", "car").await.unwrap().id;
+    assert_eq!(
+        offers.take(1).await,
+        [format!(
+            "driver_45_available_bookings booking_offered #{next}"
+        )]
+    );
+    let accept = pb::AcceptBookingRequest {
+        booking_id: next,
+        driver_id: "45".into(),
+    };
+    let accepted = service
+        .bookings
+        .accept_booking(accept.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (accepted.status, accepted.otp.as_str()),
+        (pb::BookingStatus::Accepted as i32, "")
+    );
+    let again = service.bookings.accept_booking(accept).await.unwrap_err();
+    assert_eq!(
+        again.message(),
+        format!("booking {next} was already accepted by driver 45: this accept is a repeat")
+    );
+    assert_eq!(
+        service
+            .bookings
+            .get_booking(pb::GetBookingRequest { booking_id: next })
+            .await
+            .unwrap()
+            .into_inner()
+            .otp
+            .len(),
+        6
+    );
+    core.stop().await;
+}

@@ -43,7 +43,7 @@ CREATE INDEX bookings_by_status ON bookings (status, id);
 CREATE TABLE offers (
     booking_id  INTEGER NOT NULL REFERENCES bookings (id),
     driver_id   TEXT NOT NULL,
-    state       TEXT NOT NULL,           -- 'open' | 'accepted' | 'taken' | 'cancelled' | 'expired'
+    state       TEXT NOT NULL,           -- 'open' | 'accepted' | 'taken' | 'cancelled' | 'expired' | 'withdrawn'
     distance_m  REAL NOT NULL,
     offered_at  INTEGER NOT NULL,
     closed_at   INTEGER,

@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::drivers::Registry;
 use crate::error::Error;
-use crate::model::{Booking, BookingId, GeoPoint, Offer};
-use crate::store::Store;
+use crate::model::{BookingId, GeoPoint, Offer};
+use crate::store::{PendingBooking, Store};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DispatchConfig {
@@ -186,28 +186,81 @@ impl Plan {
     }
 }
 
-/// Carries out the [`Plan`] against the store and the driver registry.
-pub struct Dispatcher {
-    cfg: DispatchConfig,
+/// The [`Plan`] shared by the commit sink, which tells it of bookings created and
+/// settled as they commit (so a booking is followed even if the call that created
+/// it was cancelled right after), and the [`Dispatcher`] task that carries it out.
+#[derive(Debug)]
+pub struct Schedule {
     plan: Mutex<Plan>,
     wake: Notify,
+}
+
+impl Schedule {
+    pub fn new(cfg: DispatchConfig) -> Arc<Self> {
+        Arc::new(Self {
+            plan: Mutex::new(Plan::new(cfg)),
+            wake: Notify::new(),
+        })
+    }
+
+    fn plan(&self) -> std::sync::MutexGuard<'_, Plan> {
+        self.plan.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Follows a pending booking created `age` ago.
+    pub fn track(&self, p: &PendingBooking, age: Duration) {
+        let offered = p.offered.iter().cloned();
+        self.plan().track(
+            p.id,
+            p.pickup,
+            p.vehicle_type.clone(),
+            offered,
+            age,
+            Instant::now(),
+        );
+        self.wake.notify_one();
+    }
+
+    /// Stops following a booking that is no longer pending.
+    pub fn settled(&self, id: BookingId) {
+        self.plan().forget(id);
+    }
+
+    /// Bookings being followed.
+    pub fn len(&self) -> usize {
+        self.plan().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Carries out the [`Schedule`] against the store and the driver registry.
+pub struct Dispatcher {
+    cfg: DispatchConfig,
+    schedule: Arc<Schedule>,
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
 }
 
 impl Dispatcher {
-    pub fn new(cfg: DispatchConfig, store: Arc<dyn Store>, registry: Arc<Registry>) -> Arc<Self> {
+    pub fn new(
+        cfg: DispatchConfig,
+        schedule: Arc<Schedule>,
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            plan: Mutex::new(Plan::new(cfg.clone())),
             cfg,
-            wake: Notify::new(),
+            schedule,
             store,
             registry,
         })
     }
 
     fn plan(&self) -> std::sync::MutexGuard<'_, Plan> {
-        self.plan.lock().unwrap_or_else(|p| p.into_inner())
+        self.schedule.plan()
     }
 
     /// The first round of offers for a new booking.
@@ -234,42 +287,17 @@ impl Dispatcher {
             .collect()
     }
 
-    /// Follows a booking just created with `offers`.
-    pub fn track(&self, booking: &Booking, offers: &[Offer]) {
-        let offered = offers.iter().map(|o| o.driver_id.clone());
-        let pickup = booking.pickup.point;
-        self.plan().track(
-            booking.id,
-            pickup,
-            booking.vehicle_type.clone(),
-            offered,
-            Duration::ZERO,
-            Instant::now(),
-        );
-        self.wake.notify_one();
-    }
-
     /// Picks up the pending bookings of the database after a restart.
     ///
     /// # Errors
     /// Storage errors.
     pub async fn restore(&self) -> Result<usize, Error> {
         let pending = self.store.pending().await?;
-        let (now, wall) = (Instant::now(), SystemTime::now());
-        let mut plan = self.plan();
+        let wall = SystemTime::now();
         for p in &pending {
-            let age = wall.duration_since(p.created_at).unwrap_or_default();
-            plan.track(
-                p.id,
-                p.pickup,
-                p.vehicle_type.clone(),
-                p.offered.iter().cloned(),
-                age,
-                now,
-            );
+            self.schedule
+                .track(p, wall.duration_since(p.created_at).unwrap_or_default());
         }
-        drop(plan);
-        self.wake.notify_one();
         Ok(pending.len())
     }
 
@@ -285,7 +313,7 @@ impl Dispatcher {
             };
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = self.wake.notified() => continue,
+                () = self.schedule.wake.notified() => continue,
                 () = sleep => {}
             }
             let steps = self.plan().due(Instant::now());
@@ -336,11 +364,6 @@ impl Dispatcher {
                     .retry(id, Instant::now() + Duration::from_secs(1));
             }
         }
-    }
-
-    /// Bookings being followed, for tests and metrics.
-    pub fn pending(&self) -> usize {
-        self.plan().len()
     }
 }
 

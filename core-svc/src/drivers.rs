@@ -95,15 +95,18 @@ impl Registry {
         inner.index(&driver.id);
     }
 
-    /// Records a position; returns the trip whose rider should see it.
+    /// Records a position and, if the driver is on a trip, runs `during_trip` with it
+    /// while still holding the registry: a trip that ends concurrently is applied
+    /// either before (no call) or after the call's publish, never in between.
     ///
     /// # Errors
     /// [`Error::DriverNotFound`] for a driver never registered.
-    pub fn update_location(
+    pub fn update_location<R>(
         &self,
         id: &Id,
         location: Location,
-    ) -> Result<Option<ActiveTrip>, Error> {
+        during_trip: impl FnOnce(&ActiveTrip) -> R,
+    ) -> Result<Option<R>, Error> {
         let mut inner = self.lock();
         if !inner.drivers.contains_key(id) {
             return Err(Error::DriverNotFound(id.to_string()));
@@ -111,9 +114,9 @@ impl Registry {
         inner.unindex(id);
         let entry = inner.drivers.get_mut(id).expect("checked above");
         entry.location = Some(location);
-        let active = entry.driver.active.clone();
+        let result = entry.driver.active.as_ref().map(during_trip);
         inner.index(id);
-        Ok(active)
+        Ok(result)
     }
 
     pub fn get(&self, id: &Id) -> Option<(Driver, Option<Location>)> {
@@ -194,7 +197,7 @@ mod tests {
         r.apply(&driver("4", DriverStatus::Available, "bike"));
         r.apply(&driver("5", DriverStatus::Available, "car")); // never reports a position
         for (id, lat) in [("1", 10.01), ("2", 10.001), ("3", 10.0), ("4", 10.0)] {
-            r.update_location(&Id::new(id).unwrap(), at(lat, 10.0))
+            r.update_location(&Id::new(id).unwrap(), at(lat, 10.0), |_| ())
                 .unwrap();
         }
         assert_eq!(
@@ -212,7 +215,7 @@ mod tests {
         r.apply(&busy);
         assert_eq!(ids(r.nearest("car", center, 5_000.0, 10, |_| false)), ["1"]);
         let trip = r
-            .update_location(&Id::new("2").unwrap(), at(10.0005, 10.0))
+            .update_location(&Id::new("2").unwrap(), at(10.0005, 10.0), ActiveTrip::clone)
             .unwrap();
         assert_eq!(trip.unwrap().booking_id, 1);
         r.apply(&driver("2", DriverStatus::Available, "car"));
@@ -222,7 +225,7 @@ mod tests {
         );
 
         // A moved driver is found where it is now, not where it was.
-        r.update_location(&Id::new("1").unwrap(), at(11.0, 10.0))
+        r.update_location(&Id::new("1").unwrap(), at(11.0, 10.0), |_| ())
             .unwrap();
         assert_eq!(ids(r.nearest("car", center, 5_000.0, 10, |_| false)), ["2"]);
 
@@ -238,7 +241,7 @@ mod tests {
     #[test]
     fn unknown_drivers_cannot_report_positions() {
         let err = Registry::default()
-            .update_location(&Id::new("9").unwrap(), at(0.0, 0.0))
+            .update_location(&Id::new("9").unwrap(), at(0.0, 0.0), |_| ())
             .unwrap_err();
         assert_eq!(err, Error::DriverNotFound("9".into()));
     }

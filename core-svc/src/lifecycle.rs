@@ -52,6 +52,13 @@ pub fn next(booking: &Booking, action: Action<'_>) -> Result<BookingStatus, Erro
     };
     match (booking.status, action) {
         (Pending, Action::Accept { .. }) => Ok(Accepted),
+        (Accepted | OnTrip | Completed, Action::Accept { driver })
+            if booking.driver_id.as_ref() == Some(driver) =>
+        {
+            Err(Error::precondition(format!(
+                "booking {id} was already accepted by driver {driver}: this accept is a repeat"
+            )))
+        }
         (Accepted | OnTrip | Completed, Action::Accept { .. }) => Err(Error::Taken(id)),
         (_, Action::Accept { .. }) => Err(wrong("only a pending booking can be accepted")),
         (Accepted, Action::VerifyOtp { driver }) => own(driver).map(|()| OnTrip),
@@ -175,6 +182,21 @@ mod tests {
             err.to_string(),
             "booking 7 is cancelled: only a pending booking can be accepted"
         );
+    }
+
+    #[test]
+    fn a_repeated_accept_by_the_winner_says_so() {
+        let d = Id::new("9").unwrap();
+        let err = next(
+            &booking(BookingStatus::Accepted, Some("9")),
+            Action::Accept { driver: &d },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "booking 7 was already accepted by driver 9: this accept is a repeat"
+        );
+        assert_eq!(err.code(), Code::FailedPrecondition);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tonic::transport::Server;
 
 use crate::api::{self, BookingApi, Core, EventApi, LocationApi};
 use crate::config::Config;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Schedule};
 use crate::drivers::Registry;
 use crate::error::Error;
 use crate::hub::Hub;
@@ -51,21 +51,24 @@ pub async fn run(
     config.validate().map_err(ServeError::Config)?;
     let verifier = Arc::new(config.jwt.verifier().map_err(ServeError::Config)?);
     let registry = Arc::new(Registry::default());
+    let schedule = Schedule::new(config.dispatch());
     let mut hub_slot = None;
     let store = Sqlite::open(&config.database_path(), |epoch| {
         let hub = Hub::new(epoch, config.subscriber_queue);
         hub_slot = Some(hub.clone());
-        Arc::new(Live {
+        let live = Live {
             hub,
             registry: registry.clone(),
-        }) as Arc<dyn CommitSink>
+            schedule: schedule.clone(),
+        };
+        Arc::new(live) as Arc<dyn CommitSink>
     })?;
     let hub = hub_slot.expect("the sink was built");
     let store: Arc<dyn Store> = Arc::new(store);
     for driver in store.drivers().await? {
         registry.apply(&driver);
     }
-    let dispatcher = Dispatcher::new(config.dispatch(), store.clone(), registry.clone());
+    let dispatcher = Dispatcher::new(config.dispatch(), schedule, store.clone(), registry.clone());
     let pending = dispatcher.restore().await?;
     tracing::info!(
         database = %config.database,

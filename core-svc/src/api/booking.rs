@@ -39,8 +39,36 @@ impl BookingApi {
     }
 }
 
-fn reply(p: &logi::auth::Principal, b: &Booking) -> Response<pb::Booking> {
-    Response::new(b.to_pb(access::sees_otp(p, b)))
+impl BookingApi {
+    /// A driver token acts only on bookings it is part of (offered to it, when
+    /// `offered_is_enough`, or accepted by it); others answer NOT_FOUND, exactly as
+    /// for a booking that does not exist, so errors do not reveal others' trips.
+    async fn driver_takes_part(
+        &self,
+        p: &logi::auth::Principal,
+        id: u64,
+        offered_is_enough: bool,
+    ) -> Result<(), Error> {
+        if p.role != Role::Driver {
+            return Ok(());
+        }
+        let booking = self.0.store.booking(id).await?;
+        let accepted_by_it = booking.driver_id.as_ref() == Some(&p.id);
+        if accepted_by_it
+            || (offered_is_enough && self.0.store.offered_to(id, p.id.clone()).await?)
+        {
+            Ok(())
+        } else {
+            Err(Error::BookingNotFound(id))
+        }
+    }
+}
+
+/// The answer to a change: never with the OTP, which only GetBooking, ListBookings
+/// and IssueOtp return (to the rider, services and admins), so that no relay of an
+/// accept can hand it to the driver.
+fn reply(b: &Booking) -> Response<pb::Booking> {
+    Response::new(b.to_pb(false))
 }
 
 #[tonic::async_trait]
@@ -71,13 +99,12 @@ impl BookingService for BookingApi {
             .dispatcher
             .initial_offers(new.pickup.point, &new.vehicle_type);
         let booking = self.0.store.create_booking(new, offers.clone()).await?;
-        self.0.dispatcher.track(&booking, &offers);
         tracing::info!(
             booking = booking.id,
             offered = offers.len(),
             "booking created"
         );
-        Ok(reply(&p, &booking))
+        Ok(reply(&booking))
     }
 
     async fn get_booking(
@@ -174,9 +201,10 @@ impl BookingService for BookingApi {
             &access::default_id(&p, Role::Driver, &r.driver_id),
         )?;
         access::as_driver(&p, &driver)?;
+        self.driver_takes_part(&p, id, true).await?;
         let booking = self.0.store.accept(id, driver.clone()).await?;
         tracing::info!(booking = id, %driver, "booking accepted");
-        Ok(reply(&p, &booking))
+        Ok(reply(&booking))
     }
 
     async fn verify_otp(
@@ -194,9 +222,10 @@ impl BookingService for BookingApi {
         if !otp::well_formed(&r.otp) {
             return Err(Error::invalid("otp must be exactly 6 digits").into());
         }
+        self.driver_takes_part(&p, id, false).await?;
         let booking = self.0.store.verify_otp(id, driver.clone(), r.otp).await?;
         tracing::info!(booking = id, %driver, "trip started");
-        Ok(reply(&p, &booking))
+        Ok(reply(&booking))
     }
 
     async fn issue_otp(
@@ -213,7 +242,8 @@ impl BookingService for BookingApi {
         }
         let current = self.0.store.booking(id).await?;
         access::as_user(&p, &current.user_id).map_err(|_| Error::BookingNotFound(id))?;
-        Ok(reply(&p, &self.0.store.issue_otp(id).await?))
+        let booking = self.0.store.issue_otp(id).await?;
+        Ok(Response::new(booking.to_pb(access::sees_otp(&p, &booking))))
     }
 
     async fn complete_trip(
@@ -228,9 +258,10 @@ impl BookingService for BookingApi {
             &access::default_id(&p, Role::Driver, &r.driver_id),
         )?;
         access::as_driver(&p, &driver)?;
+        self.driver_takes_part(&p, id, false).await?;
         let booking = self.0.store.complete(id, driver.clone()).await?;
         tracing::info!(booking = id, %driver, "trip completed");
-        Ok(reply(&p, &booking))
+        Ok(reply(&booking))
     }
 
     async fn cancel_booking(
@@ -257,7 +288,10 @@ impl BookingService for BookingApi {
                 access::as_user(&p, &current.user_id).map_err(|_| Error::BookingNotFound(id))?;
                 None
             }
-            (Role::Driver, Canceller::Driver) => Some(p.id.clone()),
+            (Role::Driver, Canceller::Driver) => {
+                self.driver_takes_part(&p, id, false).await?;
+                Some(p.id.clone())
+            }
             (Role::User | Role::Driver, _) => {
                 return Err(Error::denied(format!(
                     "a {} token may cancel only as CANCELLER_{}",
@@ -270,6 +304,6 @@ impl BookingService for BookingApi {
         };
         let booking = self.0.store.cancel(id, by, acting_driver, reason).await?;
         tracing::info!(booking = id, by = by.as_str(), "booking cancelled");
-        Ok(reply(&p, &booking))
+        Ok(reply(&booking))
     }
 }

@@ -87,8 +87,9 @@ impl EventService for EventApi {
             self.0.hub.observe(name, state.last_seq, resume_offset);
             states.push((name.clone(), state));
         }
-        let expires_in = (UNIX_EPOCH + Duration::from_secs(p.expires_at))
-            .duration_since(SystemTime::now())
+        let expires_in = UNIX_EPOCH
+            .checked_add(Duration::from_secs(p.expires_at))
+            .and_then(|exp| exp.duration_since(SystemTime::now()).ok())
             .unwrap_or_default();
         tracing::debug!(principal = %p.id, topics = ?names, "subscribed");
         Ok(Response::new(Box::pin(events(
@@ -99,6 +100,14 @@ impl EventService for EventApi {
             expires_in,
         ))))
     }
+}
+
+/// Whether a same-epoch cursor could have been handed out: not past the last
+/// durable event, and not so far into the ephemeral range that raising the counter
+/// past it would leave no offsets for further positions.
+fn plausible(offset: u64, last_seq: u64) -> bool {
+    let (seq, ephemeral) = hub::split(offset);
+    seq <= last_seq && ephemeral < EPHEMERAL_SPAN / 2
 }
 
 fn resync(topic: &str, epoch: u64, offset: u64, reason: Reason, detail: String) -> pb::Event {
@@ -135,7 +144,7 @@ fn events(
             let (seq, _) = hub::split(cursor.offset);
             let refusal = if cursor.epoch != epoch {
                 Some((Reason::EpochChanged, format!("cursor epoch {} is not this event log's epoch {epoch}", cursor.epoch)))
-            } else if seq > state.last_seq {
+            } else if !plausible(cursor.offset, state.last_seq) {
                 Some((Reason::CursorAhead, format!("cursor offset {} is past the last event written", cursor.offset)))
             } else if seq < state.pruned_seq {
                 Some((Reason::HistoryTruncated, "events after the cursor were removed by retention".to_owned()))
@@ -211,7 +220,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::dispatch::{DispatchConfig, Dispatcher};
+    use crate::dispatch::{DispatchConfig, Dispatcher, Schedule};
     use crate::drivers::Registry;
     use crate::hub::Hub;
     use crate::live::Live;
@@ -222,19 +231,26 @@ mod tests {
 
     fn core(path: &std::path::Path, queue: usize) -> Arc<Core> {
         let registry = Arc::new(Registry::default());
+        let schedule = Schedule::new(DispatchConfig::default());
         let mut hub = None;
         let store = Sqlite::open(path, |epoch| {
             let h = Hub::new(epoch, queue);
             hub = Some(h.clone());
-            Arc::new(Live {
+            let live = Live {
                 hub: h,
                 registry: registry.clone(),
-            }) as Arc<dyn CommitSink>
+                schedule: schedule.clone(),
+            };
+            Arc::new(live) as Arc<dyn CommitSink>
         })
         .unwrap();
         let store: Arc<dyn Store> = Arc::new(store);
-        let dispatcher =
-            Dispatcher::new(DispatchConfig::default(), store.clone(), registry.clone());
+        let dispatcher = Dispatcher::new(
+            DispatchConfig::default(),
+            schedule,
+            store.clone(),
+            registry.clone(),
+        );
         Arc::new(Core {
             store,
             hub: hub.unwrap(),

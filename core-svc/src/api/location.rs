@@ -47,20 +47,18 @@ impl LocationApi {
             speed_mps: r.speed_mps,
             at: SystemTime::now(),
         };
-        let Some(trip) = self.0.registry.update_location(&driver, location)? else {
-            return Ok(0);
-        };
-        let kind = Kind::DriverLocation(pb::DriverLocationChanged {
-            booking_id: trip.booking_id,
-            booking_status: trip.status.to_pb() as i32,
-            location: Some(location_pb(driver.as_str(), &location)),
-        });
-        self.0.hub.publish_ephemeral(
-            &Topic::UserBookings(trip.user_id).to_string(),
-            kind,
-            location.at,
-        );
-        Ok(trip.booking_id)
+        let hub = &self.0.hub;
+        let sent_to = self.0.registry.update_location(&driver, location, |trip| {
+            let kind = Kind::DriverLocation(pb::DriverLocationChanged {
+                booking_id: trip.booking_id,
+                booking_status: trip.status.to_pb() as i32,
+                location: Some(location_pb(driver.as_str(), &location)),
+            });
+            let topic = Topic::UserBookings(trip.user_id.clone()).to_string();
+            hub.publish_ephemeral(&topic, kind, location.at);
+            trip.booking_id
+        })?;
+        Ok(sent_to.unwrap_or(0))
     }
 }
 

@@ -27,6 +27,10 @@ pub struct Effects {
     pub events: Vec<pb::Event>,
     /// Drivers whose status, vehicle type or active trip changed, as they are now.
     pub drivers: Vec<Driver>,
+    /// Bookings created pending, for dispatch to follow.
+    pub created: Vec<PendingBooking>,
+    /// Bookings that stopped being pending (accepted, cancelled, expired).
+    pub settled: Vec<BookingId>,
 }
 
 /// Receives the effects of every commit, in commit order, before the caller hears of it.

@@ -8,8 +8,8 @@
 //! it started is skipped. Reads use a small pool of read-only connections on the
 //! blocking thread pool; WAL mode lets them run beside the writer.
 //!
-//! The database runs in WAL mode with `synchronous = NORMAL`: a commit survives the
-//! process crashing; the last commits before a power loss may not.
+//! The database runs in WAL mode with `synchronous = FULL`: a commit is durable
+//! before anyone hears of it.
 
 mod rows;
 mod tx;
@@ -42,6 +42,8 @@ pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 const WRITE_QUEUE: usize = 1024;
 /// Read-only connections.
 const READERS: usize = 4;
+/// Events removed per retention transaction.
+const PRUNE_BATCH: usize = 2000;
 
 const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/0001_init.sql")];
 
@@ -52,7 +54,7 @@ pub struct SqliteStore {
     epoch: u64,
     jobs: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
-    read_permits: Semaphore,
+    read_permits: Arc<Semaphore>,
     sink: Arc<dyn CommitSink>,
 }
 
@@ -69,7 +71,9 @@ fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, Error> {
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // FULL: a commit is on disk before its events are published, so a power loss can
+    // never roll back events that subscribers already saw (and reuse their offsets).
+    conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(conn)
 }
 
@@ -151,7 +155,13 @@ impl SqliteStore {
             .spawn(move || {
                 // Ends when every sender (the store) is gone.
                 while let Some(job) = queue.blocking_recv() {
-                    job(&mut writer);
+                    // A panic rolls its transaction back (the Transaction is dropped while
+                    // unwinding) and its caller gets an error; later writes go on.
+                    let ran =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut writer)));
+                    if ran.is_err() {
+                        tracing::error!("a database write panicked and was rolled back");
+                    }
                 }
             })
             .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
@@ -160,7 +170,7 @@ impl SqliteStore {
             epoch,
             jobs,
             readers: Mutex::new(readers),
-            read_permits: Semaphore::new(READERS),
+            read_permits: Arc::new(Semaphore::new(READERS)),
             sink: sink(epoch),
         }))
     }
@@ -212,14 +222,18 @@ impl SqliteStore {
         self: &Arc<Self>,
         f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let _permit = tokio::time::timeout(ENQUEUE_TIMEOUT, self.read_permits.acquire())
-            .await
-            .map_err(|_| {
-                Error::Unavailable("core-svc's database is overloaded: retry shortly".into())
-            })?
-            .map_err(|_| Error::Unavailable("core-svc is shutting down".into()))?;
+        let permit =
+            tokio::time::timeout(ENQUEUE_TIMEOUT, self.read_permits.clone().acquire_owned())
+                .await
+                .map_err(|_| {
+                    Error::Unavailable("core-svc's database is overloaded: retry shortly".into())
+                })?
+                .map_err(|_| Error::Unavailable("core-svc is shutting down".into()))?;
         let this = self.clone();
+        // The permit travels with the connection: if the caller goes away mid-read the
+        // connection is still in use until this closure returns it.
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = this
                 .readers
                 .lock()
@@ -439,17 +453,19 @@ impl Store for Sqlite {
     }
 
     async fn topic_state(&self, topic: String) -> Result<TopicState, Error> {
+        // Read on the writer thread: every commit before this read has been published
+        // to the hub, so a head read here never runs ahead of the live events.
         self.0
-            .read(move |c| {
-                let state = c
-                    .prepare_cached("SELECT last_seq, pruned_seq FROM topics WHERE name = ?1")?
-                    .query_row([topic], |r| {
-                        Ok(TopicState {
-                            last_seq: r.get::<_, i64>(0)? as u64,
-                            pruned_seq: r.get::<_, i64>(1)? as u64,
+            .write(move |t| {
+                let state =
+                    t.tx.prepare_cached("SELECT last_seq, pruned_seq FROM topics WHERE name = ?1")?
+                        .query_row([topic], |r| {
+                            Ok(TopicState {
+                                last_seq: r.get::<_, i64>(0)? as u64,
+                                pruned_seq: r.get::<_, i64>(1)? as u64,
+                            })
                         })
-                    })
-                    .optional()?;
+                        .optional()?;
                 Ok(state.unwrap_or_default())
             })
             .await
@@ -486,17 +502,37 @@ impl Store for Sqlite {
 
     async fn prune(&self, before: SystemTime) -> Result<u64, Error> {
         let cutoff = to_millis(before);
-        self.0
-            .write(move |t| {
-                t.tx.execute(
-                    "UPDATE topics SET pruned_seq = (
-                         SELECT MAX(seq) FROM events WHERE events.topic = topics.name AND occurred_at < ?1)
-                     WHERE name IN (SELECT DISTINCT topic FROM events WHERE occurred_at < ?1)",
-                    [cutoff],
-                )?;
-                Ok(t.tx.execute("DELETE FROM events WHERE occurred_at < ?1", [cutoff])? as u64)
-            })
-            .await
+        let mut removed = 0;
+        // Bounded batches, one transaction each, so other writes go on in between.
+        loop {
+            let batch = self
+                .0
+                .write(move |t| {
+                    let rows: Vec<(String, i64)> =
+                        t.tx.prepare_cached(
+                            "SELECT topic, seq FROM events WHERE occurred_at < ?1 LIMIT ?2",
+                        )?
+                        .query_map(params![cutoff, PRUNE_BATCH as i64], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })?
+                        .collect::<Result<_, _>>()?;
+                    let mut delete =
+                        t.tx.prepare_cached("DELETE FROM events WHERE topic = ?1 AND seq = ?2")?;
+                    let mut mark = t.tx.prepare_cached(
+                        "UPDATE topics SET pruned_seq = MAX(pruned_seq, ?2) WHERE name = ?1",
+                    )?;
+                    for (topic, seq) in &rows {
+                        delete.execute(params![topic, seq])?;
+                        mark.execute(params![topic, seq])?;
+                    }
+                    Ok(rows.len())
+                })
+                .await?;
+            removed += batch as u64;
+            if batch < PRUNE_BATCH {
+                return Ok(removed);
+            }
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use crate::model::{
     Offer, timestamp, to_millis,
 };
 use crate::otp;
-use crate::store::Effects;
+use crate::store::{Effects, PendingBooking};
 
 /// One write transaction in progress and the effects it has gathered.
 pub struct Tx<'a> {
@@ -108,7 +108,7 @@ impl Tx<'_> {
     /// Moves a booking from `from` to `to` with extra assignments, only if it is
     /// still in `from`: the conditional update that makes transitions first-wins.
     fn move_booking(
-        &self,
+        &mut self,
         id: BookingId,
         from: BookingStatus,
         to: BookingStatus,
@@ -126,11 +126,13 @@ impl Tx<'_> {
         let (to_s, now, id_i, from_s) = (to.as_str(), self.now_ms(), id as i64, from.as_str());
         let mut args: Vec<&dyn rusqlite::ToSql> = vec![&to_s, &now, &id_i, &from_s];
         args.extend_from_slice(extra);
-        if self.tx.execute(&sql, args.as_slice())? == 1 {
-            Ok(())
-        } else {
-            Err(Error::Taken(id))
+        if self.tx.execute(&sql, args.as_slice())? != 1 {
+            return Err(Error::Taken(id));
         }
+        if from == BookingStatus::Pending {
+            self.fx.settled.push(id);
+        }
+        Ok(())
     }
 
     /// Sets a driver's status and records the change for admins and the registry.
@@ -240,6 +242,13 @@ impl Tx<'_> {
         let booking = self.booking(self.tx.last_insert_rowid() as u64)?;
         self.append(fanout::booking_changed(&booking, None))?;
         self.insert_offers(&booking, offers)?;
+        self.fx.created.push(PendingBooking {
+            id: booking.id,
+            pickup: booking.pickup.point,
+            vehicle_type: booking.vehicle_type.clone(),
+            created_at: booking.created_at,
+            offered: offers.iter().map(|o| o.driver_id.clone()).collect(),
+        });
         Ok(booking)
     }
 
@@ -275,6 +284,12 @@ impl Tx<'_> {
             return Err(Error::precondition(format!(
                 "driver {driver} is already on booking {}: complete or cancel it first",
                 trip.booking_id
+            )));
+        }
+        if current.status != DriverStatus::Available {
+            return Err(Error::precondition(format!(
+                "driver {driver} is {}: set DRIVER_STATUS_AVAILABLE to accept bookings",
+                current.status.as_str()
             )));
         }
         let otp = otp::generate();
@@ -414,6 +429,32 @@ impl Tx<'_> {
                 trip.status.as_str()
             )));
         }
-        self.set_driver(id, status, vehicle_type)
+        let driver = self.set_driver(id, status, vehicle_type)?;
+        if status == DriverStatus::Offline {
+            self.withdraw_offers(id)?;
+        }
+        Ok(driver)
+    }
+
+    /// Closes the open offers to a driver who went offline; the bookings stay
+    /// offered to the others.
+    fn withdraw_offers(&mut self, driver: &Id) -> Result<(), Error> {
+        let bookings: Vec<i64> = self
+            .tx
+            .prepare_cached(
+                "UPDATE offers SET state = 'withdrawn', closed_at = ?1
+                 WHERE driver_id = ?2 AND state = 'open' RETURNING booking_id",
+            )?
+            .query_map(params![self.now_ms(), driver.as_str()], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for id in bookings {
+            let booking = self.booking(id as u64)?;
+            self.append(fanout::offers_closed(
+                &booking,
+                std::slice::from_ref(driver),
+                Reason::DriverOffline,
+            ))?;
+        }
+        Ok(())
     }
 }
