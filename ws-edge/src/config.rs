@@ -1,1 +1,110 @@
-//! todo
+//! Configuration: every flag also reads the environment variable beside it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use logi::jwt_args::JwtArgs;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ws-edge", version, about = "Logi realtime WebSocket edge")]
+pub struct Config {
+    /// Address to serve WebSockets, /healthz and /readyz on.
+    #[arg(long, env = "LOGI_WS_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// core-svc's gRPC URL.
+    #[arg(long, env = "LOGI_CORE_URL", default_value = "http://127.0.0.1:50051")]
+    pub core_url: String,
+
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+
+    /// A `service` token for core-svc. Needed with LOGI_JWT_PUBLIC_KEY; with
+    /// LOGI_JWT_SECRET the edge mints its own.
+    #[arg(long, env = "LOGI_CORE_TOKEN", hide_env_values = true)]
+    pub core_token: Option<String>,
+
+    /// Time between server pings; a client that answers none of two is closed.
+    #[arg(long, env = "LOGI_PING_INTERVAL", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub ping_interval: Duration,
+
+    /// Largest inbound frame in bytes; larger ones close the connection with 1009.
+    #[arg(long, env = "LOGI_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Frames queued per connection; a client that falls further behind is closed with 1013.
+    #[arg(long, env = "LOGI_OUTBOUND_QUEUE", default_value_t = 256)]
+    pub outbound_queue: usize,
+
+    /// How long a core-svc outage is bridged before clients are closed with 1012.
+    #[arg(long, env = "LOGI_UPSTREAM_OUTAGE_LIMIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub outage_limit: Duration,
+
+    /// How long shutdown waits for connections to close.
+    #[arg(long, env = "LOGI_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Checks what clap cannot; the message is one line naming the setting.
+    ///
+    /// # Errors
+    /// The first problem found.
+    pub fn validate(&self) -> Result<(), String> {
+        self.jwt.verifier()?;
+        if self.jwt.jwt_secret.is_none() && self.core_token.is_none() {
+            return Err("LOGI_CORE_TOKEN is required with LOGI_JWT_PUBLIC_KEY: a service token for core-svc".into());
+        }
+        if !(self.core_url.starts_with("http://") || self.core_url.starts_with("https://")) {
+            return Err(format!(
+                "LOGI_CORE_URL {:?} must start with http:// or https://",
+                self.core_url
+            ));
+        }
+        if self.ping_interval.is_zero() {
+            return Err("LOGI_PING_INTERVAL must be more than 0".into());
+        }
+        if self.max_frame_bytes < 1024 {
+            return Err("LOGI_MAX_FRAME_BYTES must be at least 1024".into());
+        }
+        if self.outbound_queue == 0 {
+            return Err("LOGI_OUTBOUND_QUEUE must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("ws-edge").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn defaults_and_refusals() {
+        let c = parse(&["--jwt-secret", "0123456789abcdef0123456789abcdef"]);
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.core_url, "http://127.0.0.1:50051");
+        assert_eq!(
+            (c.ping_interval, c.max_frame_bytes, c.outage_limit),
+            (Duration::from_secs(20), 65536, Duration::from_secs(30))
+        );
+        assert_eq!(c.validate(), Ok(()));
+        assert!(
+            parse(&[])
+                .validate()
+                .unwrap_err()
+                .contains("LOGI_JWT_SECRET")
+        );
+        let core = parse(&[
+            "--jwt-secret",
+            "0123456789abcdef0123456789abcdef",
+            "--core-url",
+            "localhost:1",
+        ]);
+        assert!(core.validate().unwrap_err().contains("LOGI_CORE_URL"));
+    }
+}

@@ -1,1 +1,115 @@
-//! todo
+//! The check made BEFORE the upgrade: the path must be a route (else 404), the
+//! `?token=` must verify (else 401), and its role must be allowed on the route
+//! (else 403). Messages never contain the token.
+
+use axum::http::StatusCode;
+use logi::auth::{Principal, Verifier};
+
+use crate::route::{self, Route};
+
+/// Why a handshake is refused, as an HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// The route and principal of an upgrade request for `path` with `token`.
+///
+/// # Errors
+/// 404 for an unknown path, 401 for a missing or invalid token, 403 for a role the
+/// route does not admit.
+pub fn check(
+    path: &str,
+    token: Option<&str>,
+    verifier: &Verifier,
+) -> Result<(Route, Principal), Rejection> {
+    let route = route::find(path).ok_or_else(|| {
+        Rejection::new(
+            StatusCode::NOT_FOUND,
+            "no such route: /regular_user/ws/bookings/, /driver/ws/available_bookings/, /driver/ws/bookings/ or /ws",
+        )
+    })?;
+    let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
+        Rejection::new(
+            StatusCode::UNAUTHORIZED,
+            "no token: connect with ?token=<JWT>",
+        )
+    })?;
+    let principal = verifier
+        .verify(token)
+        .map_err(|e| Rejection::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    if !route.admits(principal.role) {
+        return Err(Rejection::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "a {} token may not use {path}: it is for {} tokens",
+                principal.role.as_str(),
+                route.roles()
+            ),
+        ));
+    }
+    Ok((route, principal))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use logi::auth::{Role, Signer};
+
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn token(role: Role) -> String {
+        Signer::hs256(SECRET)
+            .mint("45", role, Duration::from_secs(60))
+            .unwrap()
+    }
+
+    #[test]
+    fn path_then_token_then_role() {
+        let v = Verifier::hs256(SECRET);
+        let status = |r: Result<(Route, Principal), Rejection>| r.unwrap_err().status;
+        assert_eq!(status(check("/nope", None, &v)), StatusCode::NOT_FOUND);
+        assert_eq!(status(check("/ws", None, &v)), StatusCode::UNAUTHORIZED);
+        assert_eq!(status(check("/ws", Some(""), &v)), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            status(check("/ws", Some("x.y.z"), &v)),
+            StatusCode::UNAUTHORIZED
+        );
+        let err = check("/regular_user/ws/bookings/", Some(&token(Role::Driver)), &v).unwrap_err();
+        assert_eq!(err.status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            err.message,
+            "a driver token may not use /regular_user/ws/bookings/: it is for user tokens"
+        );
+        let (route, p) = check("/driver/ws/bookings/", Some(&token(Role::Driver)), &v).unwrap();
+        assert_eq!(
+            (route, p.id.as_str()),
+            (route::find("/driver/ws/bookings/").unwrap(), "45")
+        );
+        assert_eq!(
+            status(check("/ws", Some(&token(Role::Service)), &v)),
+            StatusCode::FORBIDDEN
+        );
+    }
+
+    #[test]
+    fn the_token_never_appears_in_a_message() {
+        let v = Verifier::hs256(b"another-secret-another-secret-00");
+        let t = token(Role::User);
+        let err = check("/ws", Some(&t), &v).unwrap_err();
+        assert!(!err.message.contains(&t));
+    }
+}

@@ -1,1 +1,278 @@
-//! todo
+//! The core-svc side of the edge.
+//!
+//! [`Upstream`] holds one lazily connected gRPC channel (HTTP/2 multiplexes every
+//! connection's stream over it) and the edge's service credential: with an HS256
+//! secret it mints a short-lived `service` token per call, otherwise it sends the
+//! configured one. [`Feed`] is one connection's event stream: it subscribes, and when
+//! the stream breaks it subscribes again from the last cursor it handed out, with
+//! backoff, until the outage limit.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use logi::auth::{Principal, Role, Signer};
+use logi::id::Id;
+use logi::pb::location_service_client::LocationServiceClient;
+use logi::pb::{
+    self, booking_service_client::BookingServiceClient, event_service_client::EventServiceClient,
+};
+use tokio::time::Instant;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status, Streaming};
+
+use crate::close::{self, StreamEnd};
+use crate::dialect::inbound::Position;
+
+/// Lifetime of a minted service token; a stream outliving it is resumed with a new one.
+const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// Deadline of unary calls to core-svc.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub enum Credential {
+    /// Mint a `service` token per call.
+    Mint(Signer),
+    /// Send this token.
+    Static(String),
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    channel: Channel,
+    credential: Credential,
+    outage_limit: Duration,
+}
+
+impl Upstream {
+    /// # Errors
+    /// When `core_url` is not a valid URI.
+    pub fn new(
+        core_url: &str,
+        credential: Credential,
+        outage_limit: Duration,
+    ) -> Result<Self, String> {
+        let channel = Endpoint::from_shared(core_url.to_owned())
+            .map_err(|e| format!("LOGI_CORE_URL {core_url:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        Ok(Self {
+            channel,
+            credential,
+            outage_limit,
+        })
+    }
+
+    fn request<T>(&self, body: T) -> Result<Request<T>, Status> {
+        let token = match &self.credential {
+            Credential::Mint(signer) => signer
+                .mint("ws-edge", Role::Service, SERVICE_TOKEN_TTL)
+                .map_err(|e| Status::internal(e.to_string()))?,
+            Credential::Static(token) => token.clone(),
+        };
+        let mut req = Request::new(body);
+        let value: MetadataValue<_> = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::internal("the service token is not a valid header value"))?;
+        req.metadata_mut().insert("authorization", value);
+        Ok(req)
+    }
+
+    async fn subscribe(
+        &self,
+        topics: &[String],
+        resume: &HashMap<String, pb::Cursor>,
+    ) -> Result<Streaming<pb::Event>, Status> {
+        let req = self.request(pb::SubscribeRequest {
+            topics: topics.to_vec(),
+            resume: resume.clone(),
+        })?;
+        let mut client = EventServiceClient::new(self.channel.clone());
+        Ok(tokio::time::timeout(CALL_TIMEOUT, client.subscribe(req))
+            .await
+            .map_err(|_| Status::unavailable("core-svc did not answer Subscribe in time"))??
+            .into_inner())
+    }
+
+    /// The bookings in progress that a (re)connecting app should be shown, with the
+    /// OTP for the rider: none for admins.
+    ///
+    /// # Errors
+    /// The status core-svc answered.
+    pub async fn active_bookings(&self, principal: &Principal) -> Result<Vec<pb::Booking>, Status> {
+        let mut q = pb::ListBookingsRequest {
+            active: true,
+            page_size: 100,
+            ..Default::default()
+        };
+        match principal.role {
+            Role::User => q.user_id = principal.id.to_string(),
+            Role::Driver => q.driver_id = principal.id.to_string(),
+            Role::Admin | Role::Service => return Ok(Vec::new()),
+        }
+        let mut req = self.request(q)?;
+        req.set_timeout(CALL_TIMEOUT);
+        let mut bookings = BookingServiceClient::new(self.channel.clone())
+            .list_bookings(req)
+            .await?
+            .into_inner()
+            .bookings;
+        bookings.reverse(); // oldest first, as they happened
+        Ok(bookings)
+    }
+
+    /// Forwards a driver's position, the driver id taken from its token.
+    ///
+    /// # Errors
+    /// The status core-svc answered.
+    pub async fn forward_location(&self, driver: &Id, at: Position) -> Result<(), Status> {
+        let mut req = self.request(pb::UpdateDriverLocationRequest {
+            driver_id: driver.to_string(),
+            latitude: at.latitude,
+            longitude: at.longitude,
+            heading: 0.0,
+            speed_mps: 0.0,
+        })?;
+        req.set_timeout(CALL_TIMEOUT);
+        LocationServiceClient::new(self.channel.clone())
+            .update_driver_location(req)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether core-svc answers its health check within a second.
+    pub async fn ready(&self) -> bool {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
+        let check = health.check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        });
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), check).await,
+            Ok(Ok(r)) if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        )
+    }
+}
+
+/// Why a [`Feed`] ended.
+#[derive(Debug, Clone)]
+pub enum FeedEnd {
+    /// core-svc stayed unreachable past the outage limit.
+    Outage(Status),
+    /// core-svc refused in a way retrying cannot fix.
+    Refused(Status),
+}
+
+impl FeedEnd {
+    pub fn close_code(&self) -> u16 {
+        match self {
+            FeedEnd::Outage(_) => close::SERVICE_RESTART,
+            FeedEnd::Refused(_) => close::INTERNAL,
+        }
+    }
+}
+
+/// One connection's events, across core-svc restarts and broken streams.
+pub struct Feed {
+    upstream: Upstream,
+    topics: Vec<String>,
+    cursors: HashMap<String, pb::Cursor>,
+    stream: Option<Streaming<pb::Event>>,
+    /// Set on the first failure of the current outage.
+    down_since: Option<Instant>,
+    backoff: Duration,
+    subscriptions: u64,
+}
+
+impl Feed {
+    pub fn new(upstream: Upstream, topics: Vec<String>) -> Self {
+        Self {
+            upstream,
+            topics,
+            cursors: HashMap::new(),
+            stream: None,
+            down_since: None,
+            backoff: FIRST_BACKOFF,
+            subscriptions: 0,
+        }
+    }
+
+    /// How many times this feed has subscribed; 1 after the first success.
+    pub fn subscriptions(&self) -> u64 {
+        self.subscriptions
+    }
+
+    /// Subscribes if not subscribed; waits out failures with backoff.
+    ///
+    /// # Errors
+    /// [`FeedEnd`] past the outage limit or on a refusal.
+    pub async fn connect(&mut self) -> Result<(), FeedEnd> {
+        while self.stream.is_none() {
+            match self.upstream.subscribe(&self.topics, &self.cursors).await {
+                Ok(stream) => {
+                    self.stream = Some(stream);
+                    self.subscriptions += 1;
+                }
+                Err(status) => self.failed(status).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn failed(&mut self, status: Status) -> Result<(), FeedEnd> {
+        self.stream = None;
+        if let StreamEnd::Close(_) = close::on_stream_end(&status) {
+            return Err(FeedEnd::Refused(status));
+        }
+        let since = *self.down_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= self.upstream.outage_limit {
+            return Err(FeedEnd::Outage(status));
+        }
+        tracing::debug!(code = ?status.code(), message = status.message(), "core-svc stream broke; resubscribing");
+        tokio::time::sleep(
+            self.backoff
+                .min(self.upstream.outage_limit.saturating_sub(since.elapsed())),
+        )
+        .await;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        Ok(())
+    }
+
+    /// The next event not yet handed out; its cursor becomes the resume point.
+    /// Cancel-safe: an event is only counted as handed out when returned.
+    ///
+    /// # Errors
+    /// [`FeedEnd`] past the outage limit or on a refusal.
+    pub async fn next(&mut self) -> Result<pb::Event, FeedEnd> {
+        loop {
+            self.connect().await?;
+            let stream = self.stream.as_mut().expect("connected above");
+            let status = match stream.message().await {
+                Ok(Some(event)) => {
+                    let (Some(cursor), topic) = (event.cursor, &event.topic) else {
+                        continue;
+                    };
+                    let seen = self
+                        .cursors
+                        .get(topic)
+                        .is_some_and(|c| c.epoch == cursor.epoch && c.offset >= cursor.offset);
+                    if seen {
+                        continue;
+                    }
+                    self.cursors.insert(topic.clone(), cursor);
+                    self.down_since = None;
+                    self.backoff = FIRST_BACKOFF;
+                    return Ok(event);
+                }
+                Ok(None) => Status::unavailable("core-svc ended the stream"),
+                Err(status) => status,
+            };
+            self.failed(status).await?;
+        }
+    }
+}

@@ -9,11 +9,11 @@
 //!   `available_booking_closed` (added).
 //! - `/driver/ws/bookings/`: the driver's accepted bookings → `booking_status_update`.
 
-use logi::pb::{self, event::Kind, offer_closed::Reason};
+use logi::pb::{self, event::Kind};
 use logi::topic::Topic;
 use serde_json::{Map, Value, json};
 
-use super::{channels_status, channels_time};
+use super::{channels_status, channels_time, offer_closed_reason};
 use crate::route::ChannelsRoute;
 
 /// The `message` texts the document shows, word for word, and ours beside them.
@@ -123,12 +123,8 @@ pub fn render(event: &pb::Event, route: ChannelsRoute) -> Vec<Value> {
             })
         }
         (ChannelsRoute::DriverAvailable, Topic::DriverAvailable(_), Kind::OfferClosed(c)) => {
-            let reason = match Reason::try_from(c.reason) {
-                // The accepted booking arrives as an update from the driver's bookings.
-                Ok(Reason::Accepted) | Ok(Reason::Unspecified) | Err(_) => return Vec::new(),
-                Ok(Reason::Taken) => "taken",
-                Ok(Reason::Cancelled) => "cancelled",
-                Ok(Reason::Expired) => "expired",
+            let Some(reason) = offer_closed_reason(c.reason) else {
+                return Vec::new();
             };
             Some(frame(
                 "available_booking_closed",

@@ -10,11 +10,11 @@
 //! - admin: `status_update` for every booking change, `driver_status_update`.
 
 use logi::auth::Role;
-use logi::pb::{self, event::Kind, offer_closed::Reason};
+use logi::pb::{self, event::Kind};
 use logi::topic::Topic;
 use serde_json::{Value, json};
 
-use super::{Audience, driver_status, logi_status};
+use super::{Audience, driver_status, logi_status, offer_closed_reason};
 
 fn point(p: &Option<pb::Place>) -> Value {
     let (lat, lon) = p.as_ref().map_or((0.0, 0.0), |p| (p.latitude, p.longitude));
@@ -78,12 +78,8 @@ pub fn render(event: &pb::Event, audience: &Audience) -> Vec<Value> {
             )]
         }
         (Topic::DriverAvailable(_), Kind::OfferClosed(c)) => {
-            let reason = match Reason::try_from(c.reason) {
-                Ok(Reason::Taken) => "taken",
-                Ok(Reason::Cancelled) => "cancelled",
-                Ok(Reason::Expired) => "expired",
-                // Accepted: the driver hears `status_update` from its bookings topic.
-                _ => return Vec::new(),
+            let Some(reason) = offer_closed_reason(c.reason) else {
+                return Vec::new();
             };
             vec![(
                 "booking_request_closed",

@@ -104,6 +104,19 @@ pub fn logi_status(status: i32) -> &'static str {
     }
 }
 
+/// Why an offer closed without this driver, as both dialects name it; `None` when
+/// the driver itself accepted (it hears of that from its bookings topic).
+pub fn offer_closed_reason(reason: i32) -> Option<&'static str> {
+    use pb::offer_closed::Reason;
+    match Reason::try_from(reason) {
+        Ok(Reason::Taken) => Some("taken"),
+        Ok(Reason::Cancelled) => Some("cancelled"),
+        Ok(Reason::Expired) => Some("expired"),
+        Ok(Reason::DriverOffline) => Some("offline"),
+        Ok(Reason::Accepted | Reason::Unspecified) | Err(_) => None,
+    }
+}
+
 /// Driver status names, as both dialects show them.
 pub fn driver_status(status: i32) -> &'static str {
     match pb::DriverStatus::try_from(status) {
