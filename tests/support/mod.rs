@@ -2,6 +2,8 @@
 //! database, and real tonic clients that carry a token.
 #![allow(dead_code)]
 
+pub mod edge;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -35,3 +35,6 @@ pub mod route;
 pub mod server;
 pub mod session;
 pub mod upstream;
+
+pub use config::Config;
+pub use server::run;

@@ -1,6 +1,51 @@
-//! The WebSocket edge is not built yet; this skeleton keeps its place in the workspace.
+//! ws-edge: parses configuration, sets up logging and signals, and calls [`run`].
 
-fn main() {
-    eprintln!("ws-edge is not implemented yet");
-    std::process::exit(2);
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use ws_edge::{Config, run};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    logi::logging::init();
+    if let Err(e) = config.validate() {
+        eprintln!("ws-edge: {e}");
+        return ExitCode::from(2);
+    }
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "ws-edge: cannot listen on {} (LOGI_WS_ADDR): {e}",
+                config.listen
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    match run(config, listener, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ws-edge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    shutdown.cancel();
 }

@@ -1,1 +1,183 @@
-//! todo
+//! The HTTP side: WebSocket routes (checked before the upgrade), `/healthz` (the
+//! process is up) and `/readyz` (core-svc answers its health check).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use logi::auth::Verifier;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::handshake;
+use crate::session::{self, Session, Settings};
+use crate::upstream::{Credential, Feed, Upstream};
+
+/// tungstenite's buffers are 128 KiB by default; a few KiB per connection is enough
+/// for small JSON frames and is what lets one process hold many connections.
+const READ_BUFFER: usize = 4 * 1024;
+/// Frames accumulate up to this much before going to the socket (or at each flush).
+const WRITE_BUFFER: usize = 8 * 1024;
+/// A hard cap on what one connection's writer may hold.
+const MAX_WRITE_BUFFER: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(String),
+    #[error("HTTP server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Clone)]
+struct Edge {
+    verifier: Arc<Verifier>,
+    upstream: Upstream,
+    settings: Settings,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+}
+
+/// Serves the edge on `listener` until `shutdown`, then closes every connection
+/// with 1001 and waits up to the configured grace period for them.
+///
+/// # Errors
+/// [`ServeError`] for bad configuration or a failing listener.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    config.validate().map_err(ServeError::Config)?;
+    let verifier = Arc::new(config.jwt.verifier().map_err(ServeError::Config)?);
+    let credential = match (config.jwt.signer(), &config.core_token) {
+        (_, Some(token)) => Credential::Static(token.clone()),
+        (Some(signer), None) => Credential::Mint(signer),
+        (None, None) => return Err(ServeError::Config("LOGI_CORE_TOKEN is required".into())),
+    };
+    let upstream = Upstream::new(&config.core_url, credential, config.outage_limit)
+        .map_err(ServeError::Config)?;
+    let edge = Edge {
+        verifier,
+        upstream,
+        settings: Settings {
+            ping_interval: config.ping_interval,
+            outbound_queue: config.outbound_queue,
+            max_frame_bytes: config.max_frame_bytes,
+        },
+        shutdown: shutdown.clone(),
+        sessions: TaskTracker::new(),
+    };
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .fallback(upgrade)
+        .with_state(edge.clone());
+    tracing::info!(addr = %listener.local_addr()?, core = %config.core_url, "ws-edge ready");
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await?;
+    edge.sessions.close();
+    if tokio::time::timeout(config.shutdown_grace, edge.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over: dropping the connections still open");
+    }
+    tracing::info!("ws-edge stopped");
+    Ok(())
+}
+
+async fn readyz(State(edge): State<Edge>) -> Response {
+    if edge.upstream.ready().await {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "core-svc is not reachable\n",
+        )
+            .into_response()
+    }
+}
+
+async fn upgrade(
+    State(edge): State<Edge>,
+    uri: Uri,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let token = query
+        .as_ref()
+        .ok()
+        .and_then(|q| q.get("token"))
+        .map(String::as_str);
+    // The path only: the query holds the token, which is never logged.
+    let path = uri.path();
+    let (route, principal) = match handshake::check(path, token, &edge.verifier) {
+        Ok(admitted) => admitted,
+        Err(rejection) => {
+            tracing::info!(path, status = rejection.status.as_u16(), reason = %rejection.message, "handshake refused");
+            return (rejection.status, format!("{}\n", rejection.message)).into_response();
+        }
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    // Subscribe, then read the snapshot, before answering 101: once the app is
+    // connected its stream is live, and whatever follows the snapshot is newer.
+    let topics = route
+        .topics(&principal)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let mut feed = Feed::new(edge.upstream.clone(), topics);
+    let prepared = async {
+        feed.subscribe_now().await?;
+        session::snapshot(&edge.upstream, route, &principal).await
+    };
+    let snapshot = match prepared.await {
+        Ok(frames) => frames,
+        Err(status) => {
+            tracing::warn!(path, code = ?status.code(), message = status.message(), "core-svc unavailable at handshake");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "core-svc is unavailable: retry shortly\n",
+            )
+                .into_response();
+        }
+    };
+    let max = edge.settings.max_frame_bytes;
+    let session = Session {
+        route,
+        principal,
+        upstream: edge.upstream.clone(),
+        settings: edge.settings.clone(),
+        shutdown: edge.shutdown.clone(),
+        feed,
+        snapshot,
+    };
+    let sessions = edge.sessions.clone();
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_failed_upgrade(|e| tracing::debug!(error = %e, "upgrade failed"))
+        .on_upgrade(move |socket| sessions.track_future(session.run(socket)))
+}

@@ -44,6 +44,41 @@ pub struct Session {
     pub upstream: Upstream,
     pub settings: Settings,
     pub shutdown: CancellationToken,
+    /// Subscribed before the upgrade.
+    pub feed: Feed,
+    /// The snapshot read after subscribing, sent before any event.
+    pub snapshot: Vec<Value>,
+}
+
+/// The audience of a connection.
+pub fn audience(route: Route, principal: &Principal) -> Audience {
+    Audience {
+        dialect: route.dialect,
+        principal: principal.id.clone(),
+        role: principal.role,
+    }
+}
+
+/// The state of the principal's bookings in progress, as ordinary frames.
+///
+/// # Errors
+/// The status core-svc answered.
+pub async fn snapshot(
+    upstream: &Upstream,
+    route: Route,
+    principal: &Principal,
+) -> Result<Vec<Value>, tonic::Status> {
+    let bookings = upstream.active_bookings(principal).await?;
+    let topic = match principal.role {
+        Role::User => logi::topic::Topic::UserBookings(principal.id.clone()),
+        _ => logi::topic::Topic::DriverBookings(principal.id.clone()),
+    }
+    .to_string();
+    let audience = audience(route, principal);
+    Ok(bookings
+        .iter()
+        .flat_map(|b| dialect::snapshot(b, &topic, &audience))
+        .collect())
 }
 
 /// Why the session ended; `None` code: the client went away, nothing to send.
@@ -115,7 +150,7 @@ async fn write_loop(
 
 impl Session {
     /// Serves the connection until either side ends it.
-    pub async fn run(self, socket: WebSocket) {
+    pub async fn run(mut self, socket: WebSocket) {
         let span = tracing::info_span!(
             "ws",
             principal = %self.principal.id,
@@ -142,14 +177,6 @@ impl Session {
         .await;
     }
 
-    fn audience(&self) -> Audience {
-        Audience {
-            dialect: self.route.dialect,
-            principal: self.principal.id.clone(),
-            role: self.principal.role,
-        }
-    }
-
     fn expiry(&self) -> Instant {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -157,54 +184,18 @@ impl Session {
         Instant::now() + Duration::from_secs(self.principal.expires_at).saturating_sub(now)
     }
 
-    /// The state of the principal's bookings in progress, as ordinary frames.
-    async fn snapshot(&self, out: &mpsc::Sender<Message>) -> Result<(), End> {
-        let bookings = match self.upstream.active_bookings(&self.principal).await {
-            Ok(b) => b,
-            Err(status) => {
-                tracing::warn!(code = ?status.code(), message = status.message(), "no snapshot of active bookings");
-                return Ok(());
-            }
-        };
-        let topic = match self.principal.role {
-            Role::User => logi::topic::Topic::UserBookings(self.principal.id.clone()),
-            _ => logi::topic::Topic::DriverBookings(self.principal.id.clone()),
-        }
-        .to_string();
-        let audience = self.audience();
-        for booking in &bookings {
-            for frame in dialect::snapshot(booking, &topic, &audience) {
-                enqueue(out, &frame)?;
-            }
-        }
-        Ok(())
-    }
-
     async fn serve(
-        &self,
+        &mut self,
         mut incoming: futures::stream::SplitStream<WebSocket>,
         out: &mpsc::Sender<Message>,
     ) -> End {
-        let topics = self
-            .route
-            .topics(&self.principal)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let mut feed = Feed::new(self.upstream.clone(), topics);
         let expiry = self.expiry();
-        // Subscribe first, then read the snapshot: whatever follows is at least as new.
-        tokio::select! {
-            () = self.shutdown.cancelled() => return End::close(close::GOING_AWAY, "server shutting down"),
-            () = tokio::time::sleep_until(expiry) => return End::close(close::TOKEN_EXPIRED, "token expired"),
-            connected = feed.connect() => if let Err(end) = connected {
-                return End::close(end.close_code(), "core-svc is unavailable, reconnect");
+        for frame in std::mem::take(&mut self.snapshot) {
+            if let Err(end) = enqueue(out, &frame) {
+                return end;
             }
         }
-        if let Err(end) = self.snapshot(out).await {
-            return end;
-        }
-        let audience = self.audience();
+        let audience = audience(self.route, &self.principal);
         let interval = self.settings.ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
         let mut last_pong = Instant::now();
@@ -236,7 +227,7 @@ impl Session {
                     Some(Ok(Message::Close(_))) | None => return End::gone(),
                     Some(Err(e)) => return self.read_error(e),
                 },
-                event = feed.next() => match event {
+                event = self.feed.next() => match event {
                     Ok(event) => {
                         if let Err(end) = self.deliver(&event, &audience, out).await {
                             return end;
@@ -274,7 +265,17 @@ impl Session {
         if let Some(pb::event::Kind::ResyncRequired(r)) = &event.kind {
             // core-svc lost the history after our cursor: show the current state again.
             tracing::info!(detail = %r.detail, "resync: sending a fresh snapshot");
-            return self.snapshot(out).await;
+            let frames = match snapshot(&self.upstream, self.route, &self.principal).await {
+                Ok(frames) => frames,
+                Err(status) => {
+                    tracing::warn!(code = ?status.code(), "no fresh snapshot after a resync");
+                    Vec::new()
+                }
+            };
+            for frame in &frames {
+                enqueue(out, frame)?;
+            }
+            return Ok(());
         }
         for frame in dialect::render(event, audience) {
             enqueue(out, &frame)?;

@@ -207,6 +207,18 @@ impl Feed {
         self.subscriptions
     }
 
+    /// Subscribes once, for the handshake: a failure is answered at once (HTTP 503)
+    /// rather than waited out.
+    ///
+    /// # Errors
+    /// The status core-svc answered.
+    pub async fn subscribe_now(&mut self) -> Result<(), Status> {
+        let stream = self.upstream.subscribe(&self.topics, &self.cursors).await?;
+        self.stream = Some(stream);
+        self.subscriptions += 1;
+        Ok(())
+    }
+
     /// Subscribes if not subscribed; waits out failures with backoff.
     ///
     /// # Errors
