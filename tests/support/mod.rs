@@ -39,6 +39,11 @@ pub struct Core {
 
 /// Starts core-svc on `db` with extra flags.
 pub async fn spawn_core(db: &Path, extra: &[&str]) -> Core {
+    spawn_core_on("127.0.0.1:0", db, extra).await
+}
+
+/// Starts core-svc on a given address (to restart one where it was).
+pub async fn spawn_core_on(addr: &str, db: &Path, extra: &[&str]) -> Core {
     let mut args = vec![
         "core-svc",
         "--database",
@@ -48,7 +53,7 @@ pub async fn spawn_core(db: &Path, extra: &[&str]) -> Core {
     ];
     args.extend_from_slice(extra);
     let config = <core_svc::Config as clap::Parser>::try_parse_from(args).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(core_svc::run(config, listener, shutdown.clone()));
