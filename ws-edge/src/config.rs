@@ -39,7 +39,7 @@ pub struct Config {
 
     /// How long a core-svc outage is bridged before clients are closed with 1012.
     #[arg(long, env = "LOGI_UPSTREAM_OUTAGE_LIMIT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub outage_limit: Duration,
+    pub upstream_outage_limit: Duration,
 
     /// How long shutdown waits for connections to close.
     #[arg(long, env = "LOGI_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -89,7 +89,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(c.core_url, "http://127.0.0.1:50051");
         assert_eq!(
-            (c.ping_interval, c.max_frame_bytes, c.outage_limit),
+            (c.ping_interval, c.max_frame_bytes, c.upstream_outage_limit),
             (Duration::from_secs(20), 65536, Duration::from_secs(30))
         );
         assert_eq!(c.validate(), Ok(()));

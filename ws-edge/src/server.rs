@@ -67,7 +67,7 @@ pub async fn run(
         (Some(signer), None) => Credential::Mint(signer),
         (None, None) => return Err(ServeError::Config("LOGI_CORE_TOKEN is required".into())),
     };
-    let upstream = Upstream::new(&config.core_url, credential, config.outage_limit)
+    let upstream = Upstream::new(&config.core_url, credential, config.upstream_outage_limit)
         .map_err(ServeError::Config)?;
     let edge = Edge {
         verifier,

@@ -1,0 +1,265 @@
+//! What ws-edge does when things go wrong: core-svc restarts, long outages, expiring
+//! tokens, oversized or malformed frames, silent and slow clients.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use logi::auth::{Role, Signer};
+use logi::pb;
+use serde_json::json;
+use support::edge::{Ws, spawn_edge};
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn trip(service: &mut Client) -> u64 {
+    service.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
+    let id = service.book("12", "car").await.unwrap().id;
+    service
+        .bookings
+        .accept_booking(pb::AcceptBookingRequest {
+            booking_id: id,
+            driver_id: "45".into(),
+        })
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn a_core_restart_mid_trip_goes_unnoticed_by_the_rider() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("logi.db");
+    let core = spawn_core(&db, &[]).await;
+    let addr = core.addr;
+    let edge = spawn_edge(addr, &[]).await;
+    let mut service = core.as_(Role::Service, "backend").await;
+    let id = trip(&mut service).await;
+    let mut rider = edge
+        .connect("/regular_user/ws/bookings/", &token(Role::User, "12"))
+        .await;
+    assert_eq!(rider.take(2).await[1]["type"], "send_otp_update");
+    service.move_driver("45", 37.79, -122.40).await.unwrap();
+    assert_eq!(rider.next().await["current_latitude"], "37.79");
+
+    // core-svc goes away and comes back on the same address and database.
+    core.stop().await;
+    let core = spawn_core_on(&addr.to_string(), &db, &[]).await;
+    let mut service = core.as_(Role::Service, "backend").await;
+    let otp = service
+        .bookings
+        .get_booking(pb::GetBookingRequest { booking_id: id })
+        .await
+        .unwrap()
+        .into_inner()
+        .otp;
+    service
+        .bookings
+        .verify_otp(pb::VerifyOtpRequest {
+            booking_id: id,
+            driver_id: "45".into(),
+            otp,
+        })
+        .await
+        .unwrap();
+
+    // The same socket carries on: no close, no gap, no repeat.
+    assert_eq!(rider.next().await["message"]["status"], "on_trip");
+    service.move_driver("45", 37.78, -122.41).await.unwrap();
+    assert_eq!(
+        rider.next().await,
+        json!({"type": "location_update", "driver_id": 45, "current_latitude": "37.78", "current_longitude": "-122.41", "status": "on_trip"})
+    );
+    service
+        .bookings
+        .complete_trip(pb::CompleteTripRequest {
+            booking_id: id,
+            driver_id: "45".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rider.next().await["message"]["status"], "completed");
+    rider.assert_quiet().await;
+    edge.stop().await;
+    core.stop().await;
+}
+
+#[tokio::test]
+async fn an_outage_past_the_limit_closes_with_1012() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+    let edge = spawn_edge(core.addr, &["--upstream-outage-limit", "300ms"]).await;
+    let mut rider = edge.connect("/ws", &token(Role::User, "12")).await;
+    core.stop().await;
+    let (code, reason) = rider.closed().await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (1012, "core-svc is unavailable, reconnect")
+    );
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_that_expires_while_connected_closes_with_4001() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+    let edge = spawn_edge(core.addr, &[]).await;
+    let short = Signer::hs256(SECRET.as_bytes())
+        .mint("12", Role::User, Duration::from_secs(2))
+        .unwrap();
+    let mut rider = edge.connect("/ws", &short).await;
+    assert_eq!(rider.closed().await, (4001, "token expired".to_owned()));
+    edge.stop().await;
+    core.stop().await;
+}
+
+#[tokio::test]
+async fn bad_frames_get_an_error_frame_and_the_connection_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+    let edge = spawn_edge(core.addr, &["--max-frame-bytes", "2048"]).await;
+    let mut service = core.as_(Role::Service, "backend").await;
+    trip(&mut service).await;
+    let mut rider = edge
+        .connect("/regular_user/ws/bookings/", &token(Role::User, "12"))
+        .await;
+    rider.take(2).await;
+    let mut driver = edge
+        .connect("/driver/ws/bookings/", &token(Role::Driver, "45"))
+        .await;
+    driver.next().await;
+
+    let error = |m: &str| json!({"type": "error", "message": m});
+    driver.send("hello").await;
+    assert_eq!(driver.next().await["type"], "error");
+    driver.send(r#"{"type": "chat", "text": "hi"}"#).await;
+    assert_eq!(
+        driver.next().await,
+        error("unknown frame type \"chat\": this route accepts \"location_update\"")
+    );
+    driver
+        .send(
+            r#"{"type": "location_update", "current_latitude": "north", "current_longitude": "1"}"#,
+        )
+        .await;
+    assert_eq!(
+        driver.next().await,
+        error("current_latitude must be a number or a numeric string")
+    );
+    driver
+        .send(r#"{"type": "location_update", "current_latitude": "91", "current_longitude": "1"}"#)
+        .await;
+    assert_eq!(
+        driver.next().await,
+        error("location_update refused: location.latitude must be a number from -90 to 90, got 91")
+    );
+    driver.0.send_binary().await;
+    assert_eq!(
+        driver.next().await,
+        error("binary frames are not supported: send JSON text")
+    );
+    rider
+        .send(r#"{"type": "location_update", "current_latitude": "1", "current_longitude": "1"}"#)
+        .await;
+    assert_eq!(
+        rider.next().await,
+        error("only drivers may send their location")
+    );
+
+    // Still open: a good position goes through, and the rider sees it.
+    driver.send(r#"{"type": "location_update", "current_latitude": "37.7749", "current_longitude": "-122.4194"}"#).await;
+    assert_eq!(rider.next().await["current_longitude"], "-122.4194");
+
+    // A frame over the limit closes with 1009.
+    let huge = format!(
+        r#"{{"type": "location_update", "pad": "{}"}}"#,
+        "x".repeat(4096)
+    );
+    driver.send(&huge).await;
+    assert_eq!(driver.closed().await.0, 1009);
+    edge.stop().await;
+    core.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_answers_no_pings_is_closed_with_4002() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+    let edge = spawn_edge(core.addr, &["--ping-interval", "100ms"]).await;
+    let mut silent = edge.connect("/ws", &token(Role::User, "12")).await;
+    // Not reading means not answering pings.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        silent.closed().await,
+        (4002, "no answer to two pings".to_owned())
+    );
+
+    // One that reads answers them and stays.
+    let mut lively = edge.connect("/ws", &token(Role::User, "12")).await;
+    lively.assert_quiet().await;
+    lively.assert_quiet().await;
+    edge.stop().await;
+    assert_eq!(lively.closed().await.0, 1001, "shutdown closes with 1001");
+    core.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_keep_up_is_closed_with_1013() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+    let edge = spawn_edge(core.addr, &["--outbound-queue", "8"]).await;
+    let mut service = core.as_(Role::Service, "backend").await;
+    trip(&mut service).await;
+
+    // A rider whose socket takes in little and who stops reading.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(edge.addr).await.unwrap();
+    let url = edge.url("/regular_user/ws/bookings/", &token(Role::User, "12"));
+    let (stream, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap();
+    let mut slow = Ws(stream);
+
+    let positions = (0..20_000).map(|i| pb::UpdateDriverLocationRequest {
+        driver_id: "45".into(),
+        latitude: 37.7 + f64::from(i % 1000) * 1e-4,
+        longitude: -122.4,
+        heading: 0.0,
+        speed_mps: 5.0,
+    });
+    service
+        .locations
+        .stream_driver_locations(tokio_stream::iter(positions))
+        .await
+        .unwrap();
+
+    // What was already on the wire arrives, then the close.
+    let code = loop {
+        match tokio::time::timeout(PATIENCE, slow.0.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close, got {other:?}"),
+        }
+    };
+    assert_eq!(code, 1013);
+    edge.stop().await;
+    core.stop().await;
+}
+
+trait SendBinary {
+    async fn send_binary(&mut self);
+}
+
+impl SendBinary
+    for tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
+{
+    async fn send_binary(&mut self) {
+        use futures::SinkExt;
+        self.send(Message::Binary(vec![1, 2, 3].into()))
+            .await
+            .unwrap();
+    }
+}
