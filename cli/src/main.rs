@@ -1,9 +1,10 @@
 //! `logi`: the operator's command.
 //!
 //! - `logi up` runs the whole system on this machine in development mode: core-svc
-//!   on the embedded SQLite database under `data/`, with a JWT secret generated
-//!   and kept in `data/jwt-secret` unless `LOGI_JWT_SECRET` is set, and prints
-//!   ready-to-use tokens.
+//!   on the embedded SQLite database under `data/` and ws-edge in front of it, each
+//!   on its own port and talking over gRPC exactly as in production, with a JWT
+//!   secret generated and kept in `data/jwt-secret` unless `LOGI_JWT_SECRET` is set;
+//!   it prints the URLs and ready-to-use tokens.
 //! - `logi token --role driver --sub 45 --ttl 1h` prints a token signed with the
 //!   configured secret (`LOGI_JWT_SECRET`, else `data/jwt-secret`).
 
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use logi::auth::{Role, Signer};
 use tokio_util::sync::CancellationToken;
@@ -45,6 +46,9 @@ struct Up {
     /// Address core-svc serves gRPC on.
     #[arg(long, env = "LOGI_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     grpc_addr: std::net::SocketAddr,
+    /// Address ws-edge serves WebSockets on.
+    #[arg(long, env = "LOGI_WS_ADDR", default_value = "127.0.0.1:8080")]
+    ws_addr: std::net::SocketAddr,
     /// HS256 secret; generated under the data folder when unset.
     #[arg(long, env = "LOGI_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
@@ -113,7 +117,7 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
         None => secret::read_or_create(&up.data_dir)?,
     };
     let database = up.data_dir.join("logi.db");
-    let args = [
+    let core_config = <core_svc::Config as Parser>::try_parse_from([
         "core-svc".to_owned(),
         "--grpc-addr".into(),
         up.grpc_addr.to_string(),
@@ -121,16 +125,28 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
         database.to_string_lossy().into_owned(),
         "--jwt-secret".into(),
         secret.clone(),
-    ];
-    let config = <core_svc::Config as Parser>::try_parse_from(args)?;
-    if let Err(e) = config.validate() {
-        bail!("{e}");
-    }
-    let listener = tokio::net::TcpListener::bind(up.grpc_addr)
+    ])?;
+    core_config.validate().map_err(anyhow::Error::msg)?;
+    let core_listener = tokio::net::TcpListener::bind(up.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on {} (LOGI_GRPC_ADDR)", up.grpc_addr))?;
+    let edge_config = <ws_edge::Config as Parser>::try_parse_from([
+        "ws-edge".to_owned(),
+        "--listen".into(),
+        up.ws_addr.to_string(),
+        "--core-url".into(),
+        format!("http://{}", core_listener.local_addr()?),
+        "--jwt-secret".into(),
+        secret.clone(),
+    ])?;
+    edge_config.validate().map_err(anyhow::Error::msg)?;
+    let edge_listener = tokio::net::TcpListener::bind(up.ws_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (LOGI_WS_ADDR)", up.ws_addr))?;
     let signer = Signer::hs256(secret.as_bytes());
-    print_banner(&up.grpc_addr.to_string(), &signer, up.token_ttl)?;
+    let grpc = core_listener.local_addr()?.to_string();
+    let ws = edge_listener.local_addr()?.to_string();
+    print_banner(&grpc, &ws, &signer, up.token_ttl)?;
 
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -138,32 +154,46 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         stop.cancel();
     });
-    core_svc::run(config, listener, shutdown).await?;
-    Ok(())
+    // If either stops on its own, stop the other too.
+    let core = async {
+        let result = core_svc::run(core_config, core_listener, shutdown.clone()).await;
+        shutdown.cancel();
+        result.context("core-svc")
+    };
+    let edge = async {
+        let result = ws_edge::run(edge_config, edge_listener, shutdown.clone()).await;
+        shutdown.cancel();
+        result.context("ws-edge")
+    };
+    let (core, edge) = tokio::join!(core, edge);
+    core.and(edge)
 }
 
-fn print_banner(grpc: &str, signer: &Signer, ttl: Duration) -> anyhow::Result<()> {
+fn print_banner(grpc: &str, ws: &str, signer: &Signer, ttl: Duration) -> anyhow::Result<()> {
     let ttl_text = humantime::format_duration(ttl);
+    let ws_host = ws.replace("0.0.0.0", "localhost");
+    let rider = signer.mint("12", Role::User, ttl)?;
+    let driver = signer.mint("45", Role::Driver, ttl)?;
+    let admin = signer.mint("ops", Role::Admin, ttl)?;
+    let service = signer.mint("backend", Role::Service, ttl)?;
     println!();
     println!("Logi realtime is up (development mode). Ctrl-C stops it.");
     println!();
-    println!("  core-svc gRPC   {grpc}   (plaintext; grpcurl -plaintext {grpc} list)");
+    println!("  core-svc gRPC   {grpc}   (grpcurl -plaintext {grpc} list)");
+    println!("  ws-edge         ws://{ws_host}   (/healthz, /readyz)");
     println!();
     println!("Tokens, valid for {ttl_text}:");
-    for (label, role, sub) in [
-        ("RIDER_TOKEN", Role::User, "12"),
-        ("DRIVER_TOKEN", Role::Driver, "45"),
-        ("ADMIN_TOKEN", Role::Admin, "ops"),
-        ("SERVICE_TOKEN", Role::Service, "backend"),
-    ] {
-        println!(
-            "  export {label}={}   # {} {sub}",
-            signer.mint(sub, role, ttl)?,
-            role.as_str()
-        );
-    }
+    println!("  export RIDER_TOKEN={rider}   # user 12");
+    println!("  export DRIVER_TOKEN={driver}   # driver 45");
+    println!("  export ADMIN_TOKEN={admin}   # admin ops");
+    println!("  export SERVICE_TOKEN={service}   # service backend");
     println!();
-    println!("More: logi token --role driver --sub 46 --ttl 1h");
+    println!("Connect:");
+    println!("  rider   ws://{ws_host}/regular_user/ws/bookings/?token=$RIDER_TOKEN");
+    println!("  driver  ws://{ws_host}/driver/ws/available_bookings/?token=$DRIVER_TOKEN");
+    println!("  any     ws://{ws_host}/ws?token=$ADMIN_TOKEN   (logi dialect)");
+    println!();
+    println!("More tokens: logi token --role driver --sub 46 --ttl 1h");
     println!();
     Ok(())
 }

@@ -24,7 +24,10 @@ pub struct Edge {
 /// Starts ws-edge for the core-svc at `core` with extra flags.
 pub async fn spawn_edge(core: SocketAddr, extra: &[&str]) -> Edge {
     let core_url = format!("http://{core}");
-    let mut args = vec!["ws-edge", "--core-url", &core_url, "--jwt-secret", SECRET];
+    let mut args = vec!["ws-edge", "--core-url", &core_url];
+    if !extra.contains(&"--jwt-public-key") {
+        args.extend_from_slice(&["--jwt-secret", SECRET]);
+    }
     args.extend_from_slice(extra);
     let config = <ws_edge::Config as clap::Parser>::try_parse_from(args).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

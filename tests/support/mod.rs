@@ -44,13 +44,10 @@ pub async fn spawn_core(db: &Path, extra: &[&str]) -> Core {
 
 /// Starts core-svc on a given address (to restart one where it was).
 pub async fn spawn_core_on(addr: &str, db: &Path, extra: &[&str]) -> Core {
-    let mut args = vec![
-        "core-svc",
-        "--database",
-        db.to_str().unwrap(),
-        "--jwt-secret",
-        SECRET,
-    ];
+    let mut args = vec!["core-svc", "--database", db.to_str().unwrap()];
+    if !extra.contains(&"--jwt-public-key") {
+        args.extend_from_slice(&["--jwt-secret", SECRET]);
+    }
     args.extend_from_slice(extra);
     let config = <core_svc::Config as clap::Parser>::try_parse_from(args).unwrap();
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();

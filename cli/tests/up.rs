@@ -1,0 +1,136 @@
+//! The real `logi` binary: `up` runs the whole system, `token` mints tokens it
+//! accepts, Ctrl-C stops both services.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_logi");
+
+fn logi(data: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("LOGI_")) {
+        cmd.env_remove(key);
+    }
+    cmd.env("LOGI_DATA_DIR", data);
+    cmd
+}
+
+fn wait(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "logi did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn up_runs_both_services_with_a_generated_secret_and_token_mints_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    assert!(
+        !logi(&data)
+            .args(["token", "--role", "user", "--sub", "1"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+
+    let mut up = logi(&data)
+        .args([
+            "up",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--ws-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = BufReader::new(up.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let rider_line = banner
+        .by_ref()
+        .find(|l| l.trim_start().starts_with("rider "))
+        .expect("the banner names the rider URL");
+    let rider_url = rider_line.split_whitespace().nth(1).unwrap().to_owned();
+    assert!(
+        data.join("jwt-secret").exists(),
+        "the secret is generated before anything starts"
+    );
+
+    // A token minted afterwards with the same data folder opens the rider route.
+    let minted = logi(&data)
+        .args(["token", "--role", "user", "--sub", "12", "--ttl", "5m"])
+        .output()
+        .unwrap();
+    assert!(minted.status.success());
+    let token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    let url = rider_url.replace("$RIDER_TOKEN", &token);
+    let (mut ws, response) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("the edge accepts the minted token");
+    assert_eq!(response.status(), 101);
+    assert!(
+        data.join("logi.db").exists(),
+        "the embedded database lives in the data folder"
+    );
+
+    // Ctrl-C stops both; the connected app is told the server is going away.
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &up.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let close = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {
+                    return u16::from(frame.code);
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(close, 1001);
+    assert_eq!(wait(&mut up).code(), Some(0));
+}
+
+#[test]
+fn token_refuses_unknown_roles_and_bad_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        logi(dir.path())
+            .env("LOGI_JWT_SECRET", "0123456789abcdef0123456789abcdef")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = run(&["token", "--role", "driver", "--sub", "45", "--ttl", "1h"]);
+    assert!(ok.status.success());
+    assert_eq!(
+        String::from_utf8(ok.stdout)
+            .unwrap()
+            .trim()
+            .split('.')
+            .count(),
+        3
+    );
+    let bad_role = run(&["token", "--role", "root", "--sub", "45"]);
+    assert!(String::from_utf8(bad_role.stderr).unwrap().contains("role"));
+    let bad_sub = run(&["token", "--role", "user", "--sub", "a_b"]);
+    assert!(!bad_sub.status.success());
+}
