@@ -476,3 +476,50 @@ async fn health_and_both_reflection_versions_answer_without_a_token() {
     }
     core.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_head_lets_a_subscriber_resume_before_its_first_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+    let mut rider = core.as_(Role::User, "12").await;
+    let first = rider.book("12", "car").await.unwrap().id;
+
+    let req = pb::SubscribeRequest {
+        topics: vec!["user_12_bookings".into()],
+        resume: Default::default(),
+        heads: true,
+    };
+    let mut stream = Events(rider.events.subscribe(req).await.unwrap().into_inner());
+    let head = stream.next().await;
+    assert_eq!(summary(&head), "user_12_bookings stream_head");
+    assert_eq!(
+        head.cursor.unwrap().offset,
+        EVENTS_SO_FAR * logi_offset_span(),
+        "the head is the last event written"
+    );
+    drop(stream); // gone before anything else happened
+
+    let second = rider.book("12", "car").await.unwrap().id;
+    let mut resumed = rider
+        .subscribe_from(
+            &["user_12_bookings"],
+            &[("user_12_bookings", head.cursor.unwrap())],
+        )
+        .await;
+    assert_eq!(
+        resumed.take(1).await,
+        [format!(
+            "user_12_bookings booking_changed #{second} unspecified->pending"
+        )]
+    );
+    resumed.assert_quiet().await;
+    assert_ne!(first, second);
+    core.stop().await;
+}
+
+/// Durable events on the rider's topic after one booking: its creation.
+const EVENTS_SO_FAR: u64 = 1;
+
+fn logi_offset_span() -> u64 {
+    core_svc::hub::EPHEMERAL_SPAN
+}

@@ -183,6 +183,32 @@ async fn bad_frames_get_an_error_frame_and_the_connection_stays() {
 }
 
 #[tokio::test]
+async fn a_client_that_closes_gets_its_close_answered() {
+    use futures::SinkExt;
+    let dir = tempfile::tempdir().unwrap();
+    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+    let edge = spawn_edge(core.addr, &[]).await;
+    let mut app = edge.connect("/ws", &token(Role::User, "12")).await;
+    app.0.send(Message::Close(None)).await.unwrap();
+    // The initiator sees the handshake complete as a clean end of stream; a close
+    // left unanswered would end in an error (reset without closing handshake).
+    let end = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match app.0.next().await {
+                None => return Ok(()),
+                Some(Ok(Message::Close(_) | Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(other) => return Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(end, Ok(()));
+    edge.stop().await;
+    core.stop().await;
+}
+
+#[tokio::test]
 async fn a_client_that_answers_no_pings_is_closed_with_4002() {
     let dir = tempfile::tempdir().unwrap();
     let core = spawn_core(&dir.path().join("logi.db"), &[]).await;

@@ -140,6 +140,7 @@ impl Client {
         let req = pb::SubscribeRequest {
             topics: topics.iter().map(|t| t.to_string()).collect(),
             resume: resume.iter().map(|(t, c)| (t.to_string(), *c)).collect(),
+            heads: false,
         };
         Events(self.events.subscribe(req).await.unwrap().into_inner())
     }
@@ -290,6 +291,7 @@ pub fn summary(e: &pb::Event) -> String {
                 .trim_start_matches("DRIVER_STATUS_")
                 .to_lowercase()
         ),
+        Kind::StreamHead(_) => "stream_head".to_owned(),
         Kind::ResyncRequired(r) => format!(
             "resync_required {}",
             pb::resync_required::Reason::try_from(r.reason)

@@ -154,7 +154,7 @@ async fn upgrade(
         session::snapshot(&edge.upstream, route, &principal).await
     };
     let snapshot = match prepared.await {
-        Ok(frames) => frames,
+        Ok(snapshot) => snapshot,
         Err(status) => {
             tracing::warn!(path, code = ?status.code(), message = status.message(), "core-svc unavailable at handshake");
             return (

@@ -1,18 +1,20 @@
 //! One WebSocket connection.
 //!
-//! The session task selects over the client's frames, the upstream [`Feed`], a ping
-//! timer, the token's expiry and shutdown. Frames for the client go through ONE
-//! bounded queue to a writer task that writes every frame ready and then flushes
-//! once. When the queue is full the client is not reading fast enough: rather than
-//! buffer without limit, the connection is closed with 1013 and the app reconnects
-//! (its state comes back as a snapshot). Every socket write has a timeout, so a
-//! peer that stopped reading cannot hold the writer forever.
+//! The session task selects over the client's frames, the upstream [`Feed`] (run in
+//! its own task and read through a cancel-safe channel), a ping timer, the token's
+//! expiry and shutdown. Frames for the client go through ONE bounded queue to a
+//! writer task that writes every frame ready and then flushes once. When the queue
+//! is full the client is not reading fast enough: rather than buffer without limit,
+//! the connection is closed with 1013 and the app reconnects (its state comes back
+//! as a snapshot). Every socket write has a timeout, so a peer that stopped reading
+//! cannot hold the writer forever.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::SinkExt;
-use futures::stream::{SplitSink, StreamExt};
+use futures::stream::{SplitSink, SplitStream, StreamExt};
 use logi::auth::{Principal, Role};
 use logi::pb;
 use serde_json::Value;
@@ -24,18 +26,31 @@ use tracing::Instrument;
 use crate::close;
 use crate::dialect::{self, Audience, inbound};
 use crate::route::Route;
-use crate::upstream::{Feed, Upstream};
+use crate::upstream::{Feed, FeedEnd, Upstream};
 
 /// A write (a batch of frames and its flush) that takes longer ends the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames written per flush at most, so one busy connection cannot starve the flush.
 const MAX_BATCH: usize = 64;
+/// Pings left unanswered before the client is closed.
+const MAX_UNANSWERED_PINGS: u32 = 2;
+/// After sending a close, how long the peer's close reply is waited for (reading
+/// on, as the protocol asks) before the TCP connection is dropped.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// The longest a token is waited for: later expiries are treated as this.
+const MAX_TOKEN_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub ping_interval: Duration,
     pub outbound_queue: usize,
     pub max_frame_bytes: usize,
+}
+
+/// A booking as the snapshot showed it: events up to this time are already shown.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Shown {
+    updated_at: (i64, i32),
 }
 
 pub struct Session {
@@ -47,7 +62,14 @@ pub struct Session {
     /// Subscribed before the upgrade.
     pub feed: Feed,
     /// The snapshot read after subscribing, sent before any event.
-    pub snapshot: Vec<Value>,
+    pub snapshot: Snapshot,
+}
+
+/// The frames that show a principal its bookings in progress, and what they cover.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    frames: Vec<Value>,
+    shown: HashMap<u64, Shown>,
 }
 
 /// The audience of a connection.
@@ -67,22 +89,30 @@ pub async fn snapshot(
     upstream: &Upstream,
     route: Route,
     principal: &Principal,
-) -> Result<Vec<Value>, tonic::Status> {
-    let bookings = upstream.active_bookings(principal).await?;
+) -> Result<Snapshot, tonic::Status> {
+    let mut bookings = upstream.active_bookings(principal).await?;
     let topic = match principal.role {
         Role::User => logi::topic::Topic::UserBookings(principal.id.clone()),
-        _ => logi::topic::Topic::DriverBookings(principal.id.clone()),
+        _ => {
+            // Only a rider is shown its OTP.
+            bookings.iter_mut().for_each(|b| b.otp.clear());
+            logi::topic::Topic::DriverBookings(principal.id.clone())
+        }
     }
     .to_string();
     let audience = audience(route, principal);
-    Ok(bookings
-        .iter()
-        .flat_map(|b| dialect::snapshot(b, &topic, &audience))
-        .collect())
+    let mut snap = Snapshot::default();
+    for b in &bookings {
+        snap.frames.extend(dialect::snapshot(b, &topic, &audience));
+        let at = b.updated_at.map_or((0, 0), |t| (t.seconds, t.nanos));
+        snap.shown.insert(b.id, Shown { updated_at: at });
+    }
+    Ok(snap)
 }
 
-/// Why the session ended; `None` code: the client went away, nothing to send.
+/// Why the session ended.
 struct End {
+    /// `None`: the connection is gone, there is nobody to tell.
     code: Option<u16>,
     reason: String,
 }
@@ -101,45 +131,76 @@ impl End {
             reason: "client went away".into(),
         }
     }
+
+    fn slow() -> Self {
+        Self::close(
+            close::TRY_AGAIN_LATER,
+            "too slow: frames were not read in time, reconnect",
+        )
+    }
+
+    /// Whether frames already queued should still be written before the close: not
+    /// when the client is the one not reading.
+    fn drains(&self) -> bool {
+        !matches!(
+            self.code,
+            Some(close::TRY_AGAIN_LATER | close::PING_TIMEOUT)
+        )
+    }
+}
+
+/// How the writer ends: with this close frame, after the queued frames or not.
+struct Closing {
+    frame: CloseFrame,
+    drain: bool,
 }
 
 /// Queues a frame; a full queue means the client is too slow.
 fn enqueue(out: &mpsc::Sender<Message>, frame: &Value) -> Result<(), End> {
     match out.try_send(Message::Text(frame.to_string().into())) {
         Ok(()) => Ok(()),
-        Err(mpsc::error::TrySendError::Full(_)) => Err(End::close(
-            close::TRY_AGAIN_LATER,
-            "too slow: frames were not read in time, reconnect",
-        )),
+        Err(mpsc::error::TrySendError::Full(_)) => Err(End::slow()),
         Err(mpsc::error::TrySendError::Closed(_)) => Err(End::gone()),
     }
+}
+
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    first: Message,
+    frames: &mut mpsc::Receiver<Message>,
+) -> Result<(), axum::Error> {
+    sink.feed(first).await?;
+    for _ in 1..MAX_BATCH {
+        let Ok(next) = frames.try_recv() else { break };
+        sink.feed(next).await?;
+    }
+    sink.flush().await
 }
 
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut frames: mpsc::Receiver<Message>,
-    mut close: oneshot::Receiver<Option<CloseFrame>>,
+    mut closing: oneshot::Receiver<Option<Closing>>,
 ) {
     loop {
         tokio::select! {
             biased;
-            frame = &mut close => {
-                if let Ok(Some(frame)) = frame {
-                    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
-                }
+            closing = &mut closing => {
+                let Ok(Some(closing)) = closing else { return };
+                let last_words = async {
+                    if closing.drain {
+                        while let Ok(frame) = frames.try_recv() {
+                            sink.feed(frame).await?;
+                        }
+                    }
+                    sink.send(Message::Close(Some(closing.frame))).await
+                };
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, last_words).await;
                 return;
             }
             first = frames.recv() => {
                 let Some(first) = first else { return };
-                let batch = async {
-                    sink.feed(first).await?;
-                    for _ in 1..MAX_BATCH {
-                        let Ok(next) = frames.try_recv() else { break };
-                        sink.feed(next).await?;
-                    }
-                    sink.flush().await
-                };
-                match tokio::time::timeout(WRITE_TIMEOUT, batch).await {
+                match tokio::time::timeout(WRITE_TIMEOUT, write_batch(&mut sink, first, &mut frames)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) | Err(_) => return,
                 }
@@ -158,20 +219,35 @@ impl Session {
             route = ?self.route.dialect,
         );
         async move {
-            let (sink, incoming) = socket.split();
+            let (sink, mut incoming) = socket.split();
             let (out, frames) = mpsc::channel(self.settings.outbound_queue);
-            let (close_tx, close_rx) = oneshot::channel();
-            let writer = tokio::spawn(write_loop(sink, frames, close_rx));
+            let (closing_tx, closing_rx) = oneshot::channel();
+            let writer = tokio::spawn(write_loop(sink, frames, closing_rx));
             tracing::debug!("connected");
-            let end = self.serve(incoming, &out).await;
+            let end = self.serve(&mut incoming, &out).await;
             tracing::debug!(code = ?end.code, reason = %end.reason, "closing");
-            let frame = end.code.map(|code| CloseFrame {
-                code,
-                reason: end.reason.into(),
+            let drain = end.drains();
+            let we_close = end.code.is_some();
+            let closing = end.code.map(|code| Closing {
+                frame: CloseFrame {
+                    code,
+                    reason: end.reason.into(),
+                },
+                drain,
             });
-            let _ = close_tx.send(frame);
+            let _ = closing_tx.send(closing);
             drop(out);
-            let _ = tokio::time::timeout(WRITE_TIMEOUT, writer).await;
+            let _ = tokio::time::timeout(WRITE_TIMEOUT * 2, writer).await;
+            if we_close {
+                let reply = async {
+                    while let Some(Ok(message)) = incoming.next().await {
+                        if let Message::Close(_) = message {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(CLOSE_LINGER, reply).await;
+            }
         }
         .instrument(span)
         .await;
@@ -181,70 +257,87 @@ impl Session {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        Instant::now() + Duration::from_secs(self.principal.expires_at).saturating_sub(now)
+        let left = Duration::from_secs(self.principal.expires_at).saturating_sub(now);
+        Instant::now() + left.min(MAX_TOKEN_WAIT)
     }
 
     async fn serve(
         &mut self,
-        mut incoming: futures::stream::SplitStream<WebSocket>,
+        incoming: &mut SplitStream<WebSocket>,
         out: &mpsc::Sender<Message>,
     ) -> End {
         let expiry = self.expiry();
-        for frame in std::mem::take(&mut self.snapshot) {
-            if let Err(end) = enqueue(out, &frame) {
-                return end;
+        let snapshot = std::mem::take(&mut self.snapshot);
+        // Waits for room rather than failing: the writer is draining meanwhile, and a
+        // snapshot may be longer than the queue.
+        for frame in &snapshot.frames {
+            let sent = out
+                .send_timeout(Message::Text(frame.to_string().into()), WRITE_TIMEOUT)
+                .await;
+            if sent.is_err() {
+                return End::slow();
             }
         }
+        let feed = std::mem::replace(&mut self.feed, Feed::new(self.upstream.clone(), Vec::new()));
+        let mut events = feed.spawn();
         let audience = audience(self.route, &self.principal);
         let interval = self.settings.ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
-        let mut last_pong = Instant::now();
+        let mut unanswered = 0u32;
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => return End::close(close::GOING_AWAY, "server shutting down"),
                 () = tokio::time::sleep_until(expiry) => return End::close(close::TOKEN_EXPIRED, "token expired"),
                 _ = ping.tick() => {
-                    if last_pong.elapsed() > interval * 2 {
+                    if unanswered >= MAX_UNANSWERED_PINGS {
                         return End::close(close::PING_TIMEOUT, "no answer to two pings");
                     }
-                    if out.try_send(Message::Ping(Default::default())).is_err() {
-                        return End::close(close::TRY_AGAIN_LATER, "too slow: frames were not read in time, reconnect");
+                    match out.try_send(Message::Ping(Default::default())) {
+                        Ok(()) => unanswered += 1,
+                        Err(mpsc::error::TrySendError::Full(_)) => return End::slow(),
+                        Err(mpsc::error::TrySendError::Closed(_)) => return End::gone(),
                     }
                 }
-                message = incoming.next() => match message {
-                    Some(Ok(Message::Text(text))) => {
-                        last_pong = Instant::now();
-                        if let Err(end) = self.inbound(text.as_str(), out).await {
+                message = incoming.next() => {
+                    match message {
+                        Some(Ok(Message::Text(text))) => {
+                            unanswered = 0;
+                            if let Err(end) = self.inbound(text.as_str(), out).await {
+                                return end;
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            unanswered = 0;
+                            let error = dialect::error_frame("binary frames are not supported: send JSON text");
+                            if let Err(end) = enqueue(out, &error) {
+                                return end;
+                            }
+                        }
+                        Some(Ok(Message::Pong(_) | Message::Ping(_))) => unanswered = 0,
+                        // Answer the client's close, as the protocol asks.
+                        Some(Ok(Message::Close(_))) => return End::close(1000, ""),
+                        None => return End::gone(),
+                        Some(Err(e)) => return self.read_error(e),
+                    }
+                }
+                event = events.recv() => match event {
+                    Some(Ok(event)) => {
+                        if let Err(end) = deliver(&event, &audience, &snapshot, out) {
                             return end;
                         }
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        if let Err(end) = enqueue(out, &dialect::error_frame("binary frames are not supported: send JSON text")) {
-                            return end;
-                        }
-                    }
-                    Some(Ok(Message::Pong(_) | Message::Ping(_))) => last_pong = Instant::now(),
-                    Some(Ok(Message::Close(_))) | None => return End::gone(),
-                    Some(Err(e)) => return self.read_error(e),
-                },
-                event = self.feed.next() => match event {
-                    Ok(event) => {
-                        if let Err(end) = self.deliver(&event, &audience, out).await {
-                            return end;
-                        }
-                    }
-                    Err(end) => {
+                    Some(Err(end)) => {
                         tracing::warn!(?end, "core-svc feed ended");
-                        return End::close(end.close_code(), "core-svc is unavailable, reconnect");
+                        return End::close(end.close_code(), feed_end_reason(&end));
                     }
+                    None => return End::close(close::INTERNAL, "the event feed stopped, reconnect"),
                 },
             }
         }
     }
 
     fn read_error(&self, e: axum::Error) -> End {
-        let inner = e.into_inner();
-        match inner.downcast_ref::<tungstenite::Error>() {
+        match e.into_inner().downcast_ref::<tungstenite::Error>() {
             Some(tungstenite::Error::Capacity(_)) => End::close(
                 close::TOO_BIG,
                 format!(
@@ -254,33 +347,6 @@ impl Session {
             ),
             _ => End::gone(),
         }
-    }
-
-    async fn deliver(
-        &self,
-        event: &pb::Event,
-        audience: &Audience,
-        out: &mpsc::Sender<Message>,
-    ) -> Result<(), End> {
-        if let Some(pb::event::Kind::ResyncRequired(r)) = &event.kind {
-            // core-svc lost the history after our cursor: show the current state again.
-            tracing::info!(detail = %r.detail, "resync: sending a fresh snapshot");
-            let frames = match snapshot(&self.upstream, self.route, &self.principal).await {
-                Ok(frames) => frames,
-                Err(status) => {
-                    tracing::warn!(code = ?status.code(), "no fresh snapshot after a resync");
-                    Vec::new()
-                }
-            };
-            for frame in &frames {
-                enqueue(out, frame)?;
-            }
-            return Ok(());
-        }
-        for frame in dialect::render(event, audience) {
-            enqueue(out, &frame)?;
-        }
-        Ok(())
     }
 
     async fn inbound(&self, text: &str, out: &mpsc::Sender<Message>) -> Result<(), End> {
@@ -302,5 +368,104 @@ impl Session {
             Some(message) => enqueue(out, &dialect::error_frame(&message)),
             None => Ok(()),
         }
+    }
+}
+
+fn feed_end_reason(end: &FeedEnd) -> &'static str {
+    match end {
+        FeedEnd::Outage(_) => "core-svc is unavailable, reconnect",
+        FeedEnd::Refused(_) => "core-svc refused the subscription, reconnect later",
+    }
+}
+
+/// Whether the snapshot already showed what `event` says.
+fn already_shown(event: &pb::Event, snapshot: &Snapshot) -> bool {
+    let booking = match &event.kind {
+        Some(pb::event::Kind::BookingChanged(c)) => c.booking.as_ref().map(|b| b.id),
+        Some(pb::event::Kind::OtpIssued(o)) => Some(o.booking_id),
+        _ => None,
+    };
+    let (Some(id), Some(at)) = (booking, event.occurred_at) else {
+        return false;
+    };
+    snapshot
+        .shown
+        .get(&id)
+        .is_some_and(|shown| (at.seconds, at.nanos) <= shown.updated_at)
+}
+
+fn deliver(
+    event: &pb::Event,
+    audience: &Audience,
+    snapshot: &Snapshot,
+    out: &mpsc::Sender<Message>,
+) -> Result<(), End> {
+    if let Some(pb::event::Kind::ResyncRequired(r)) = &event.kind {
+        // core-svc's history no longer reaches our cursor (its database was replaced
+        // or restored): events may be missing, so the app starts over.
+        tracing::warn!(detail = %r.detail, "resync required: closing so the app reconnects");
+        return Err(End::close(
+            close::SERVICE_RESTART,
+            "core-svc's history was reset, reconnect",
+        ));
+    }
+    if already_shown(event, snapshot) {
+        return Ok(());
+    }
+    for frame in dialect::render(event, audience) {
+        enqueue(out, &frame)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changed(id: u64, at: (i64, i32)) -> pb::Event {
+        pb::Event {
+            topic: "user_12_bookings".into(),
+            cursor: None,
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: at.0,
+                nanos: at.1,
+            }),
+            kind: Some(pb::event::Kind::BookingChanged(pb::BookingChanged {
+                booking: Some(pb::Booking {
+                    id,
+                    ..Default::default()
+                }),
+                previous_status: 0,
+            })),
+        }
+    }
+
+    #[test]
+    fn events_the_snapshot_already_showed_are_not_repeated() {
+        let mut snapshot = Snapshot::default();
+        snapshot.shown.insert(
+            7,
+            Shown {
+                updated_at: (100, 5_000_000),
+            },
+        );
+        assert!(already_shown(&changed(7, (100, 5_000_000)), &snapshot));
+        assert!(already_shown(&changed(7, (99, 0)), &snapshot));
+        assert!(
+            !already_shown(&changed(7, (100, 6_000_000)), &snapshot),
+            "a later change is news"
+        );
+        assert!(
+            !already_shown(&changed(8, (1, 0)), &snapshot),
+            "another booking is news"
+        );
+        let otp = pb::Event {
+            kind: Some(pb::event::Kind::OtpIssued(pb::OtpIssued {
+                booking_id: 7,
+                otp: "123456".into(),
+            })),
+            ..changed(7, (100, 5_000_000))
+        };
+        assert!(already_shown(&otp, &snapshot));
     }
 }

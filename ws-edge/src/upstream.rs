@@ -16,6 +16,7 @@ use logi::pb::location_service_client::LocationServiceClient;
 use logi::pb::{
     self, booking_service_client::BookingServiceClient, event_service_client::EventServiceClient,
 };
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
@@ -61,6 +62,11 @@ impl Upstream {
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true)
+            // Every connection's stream shares this one HTTP/2 connection: a generous
+            // connection window keeps a few briefly stalled streams from holding up
+            // the others, a modest stream window bounds what each may hold.
+            .initial_connection_window_size(32 * 1024 * 1024)
+            .initial_stream_window_size(1024 * 1024)
             .connect_lazy();
         Ok(Self {
             channel,
@@ -92,6 +98,7 @@ impl Upstream {
         let req = self.request(pb::SubscribeRequest {
             topics: topics.to_vec(),
             resume: resume.clone(),
+            heads: true,
         })?;
         let mut client = EventServiceClient::new(self.channel.clone());
         Ok(tokio::time::timeout(CALL_TIMEOUT, client.subscribe(req))
@@ -177,16 +184,21 @@ impl FeedEnd {
     }
 }
 
+/// Events handed from a feed's task to its session at most this far ahead.
+const FEED_QUEUE: usize = 64;
+
 /// One connection's events, across core-svc restarts and broken streams.
+///
+/// Every topic has a cursor from the start (core-svc sends a StreamHead per topic),
+/// so a resubscription resumes exactly after the last event handed out.
 pub struct Feed {
     upstream: Upstream,
     topics: Vec<String>,
     cursors: HashMap<String, pb::Cursor>,
     stream: Option<Streaming<pb::Event>>,
-    /// Set on the first failure of the current outage.
+    /// Set on the first failure of the current outage; cleared by a subscription.
     down_since: Option<Instant>,
     backoff: Duration,
-    subscriptions: u64,
 }
 
 impl Feed {
@@ -198,13 +210,7 @@ impl Feed {
             stream: None,
             down_since: None,
             backoff: FIRST_BACKOFF,
-            subscriptions: 0,
         }
-    }
-
-    /// How many times this feed has subscribed; 1 after the first success.
-    pub fn subscriptions(&self) -> u64 {
-        self.subscriptions
     }
 
     /// Subscribes once, for the handshake: a failure is answered at once (HTTP 503)
@@ -214,22 +220,21 @@ impl Feed {
     /// The status core-svc answered.
     pub async fn subscribe_now(&mut self) -> Result<(), Status> {
         let stream = self.upstream.subscribe(&self.topics, &self.cursors).await?;
-        self.stream = Some(stream);
-        self.subscriptions += 1;
+        self.subscribed(stream);
         Ok(())
     }
 
-    /// Subscribes if not subscribed; waits out failures with backoff.
-    ///
-    /// # Errors
-    /// [`FeedEnd`] past the outage limit or on a refusal.
-    pub async fn connect(&mut self) -> Result<(), FeedEnd> {
+    fn subscribed(&mut self, stream: Streaming<pb::Event>) {
+        self.stream = Some(stream);
+        self.down_since = None;
+        self.backoff = FIRST_BACKOFF;
+    }
+
+    /// Subscribes if not subscribed, waiting out failures with backoff.
+    async fn connect(&mut self) -> Result<(), FeedEnd> {
         while self.stream.is_none() {
             match self.upstream.subscribe(&self.topics, &self.cursors).await {
-                Ok(stream) => {
-                    self.stream = Some(stream);
-                    self.subscriptions += 1;
-                }
+                Ok(stream) => self.subscribed(stream),
                 Err(status) => self.failed(status).await?,
             }
         }
@@ -242,43 +247,42 @@ impl Feed {
             return Err(FeedEnd::Refused(status));
         }
         let since = *self.down_since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= self.upstream.outage_limit {
+        let left = self.upstream.outage_limit.saturating_sub(since.elapsed());
+        if left.is_zero() {
             return Err(FeedEnd::Outage(status));
         }
         tracing::debug!(code = ?status.code(), message = status.message(), "core-svc stream broke; resubscribing");
-        tokio::time::sleep(
-            self.backoff
-                .min(self.upstream.outage_limit.saturating_sub(since.elapsed())),
-        )
-        .await;
+        tokio::time::sleep(self.backoff.min(left)).await;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         Ok(())
     }
 
-    /// The next event not yet handed out; its cursor becomes the resume point.
-    /// Cancel-safe: an event is only counted as handed out when returned.
-    ///
-    /// # Errors
-    /// [`FeedEnd`] past the outage limit or on a refusal.
-    pub async fn next(&mut self) -> Result<pb::Event, FeedEnd> {
+    /// The next event to hand out; its cursor becomes the resume point.
+    async fn next(&mut self) -> Result<pb::Event, FeedEnd> {
         loop {
             self.connect().await?;
             let stream = self.stream.as_mut().expect("connected above");
             let status = match stream.message().await {
                 Ok(Some(event)) => {
-                    let (Some(cursor), topic) = (event.cursor, &event.topic) else {
-                        continue;
-                    };
-                    let seen = self
-                        .cursors
-                        .get(topic)
-                        .is_some_and(|c| c.epoch == cursor.epoch && c.offset >= cursor.offset);
-                    if seen {
-                        continue;
+                    let Some(cursor) = event.cursor else { continue };
+                    match &event.kind {
+                        // Where the stream starts: remember it, nothing to show.
+                        Some(pb::event::Kind::StreamHead(_)) => {
+                            self.cursors.insert(event.topic.clone(), cursor);
+                            continue;
+                        }
+                        // Never deduplicated: its cursor replaces ours whatever it is.
+                        Some(pb::event::Kind::ResyncRequired(_)) => {}
+                        _ => {
+                            let seen = self.cursors.get(&event.topic).is_some_and(|c| {
+                                c.epoch == cursor.epoch && c.offset >= cursor.offset
+                            });
+                            if seen {
+                                continue;
+                            }
+                        }
                     }
-                    self.cursors.insert(topic.clone(), cursor);
-                    self.down_since = None;
-                    self.backoff = FIRST_BACKOFF;
+                    self.cursors.insert(event.topic.clone(), cursor);
                     return Ok(event);
                 }
                 Ok(None) => Status::unavailable("core-svc ended the stream"),
@@ -286,5 +290,26 @@ impl Feed {
             };
             self.failed(status).await?;
         }
+    }
+
+    /// Runs the feed in its own task, handing events to the returned receiver (whose
+    /// `recv` is cancel-safe, unlike the retrying feed itself). The task ends when
+    /// the receiver is dropped, or after handing out the [`FeedEnd`].
+    pub fn spawn(mut self) -> mpsc::Receiver<Result<pb::Event, FeedEnd>> {
+        let (tx, rx) = mpsc::channel(FEED_QUEUE);
+        tokio::spawn(async move {
+            loop {
+                let item = tokio::select! {
+                    // The session went away while we waited on core-svc.
+                    () = tx.closed() => return,
+                    item = self.next() => item,
+                };
+                let end = item.is_err();
+                if tx.send(item).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        rx
     }
 }

@@ -97,6 +97,7 @@ impl EventService for EventApi {
             sub,
             states,
             r.resume,
+            r.heads,
             expires_in,
         ))))
     }
@@ -110,16 +111,22 @@ fn plausible(offset: u64, last_seq: u64) -> bool {
     seq <= last_seq && ephemeral < EPHEMERAL_SPAN / 2
 }
 
-fn resync(topic: &str, epoch: u64, offset: u64, reason: Reason, detail: String) -> pb::Event {
+/// An event of the stream itself (not of the log) at `offset`.
+fn marker(topic: &str, epoch: u64, offset: u64, kind: Kind) -> pb::Event {
     pb::Event {
         topic: topic.to_owned(),
         cursor: Some(pb::Cursor { epoch, offset }),
         occurred_at: Some(timestamp(SystemTime::now())),
-        kind: Some(Kind::ResyncRequired(pb::ResyncRequired {
-            reason: reason as i32,
-            detail,
-        })),
+        kind: Some(kind),
     }
+}
+
+fn resync(topic: &str, epoch: u64, offset: u64, reason: Reason, detail: String) -> pb::Event {
+    let kind = Kind::ResyncRequired(pb::ResyncRequired {
+        reason: reason as i32,
+        detail,
+    });
+    marker(topic, epoch, offset, kind)
 }
 
 enum Live {
@@ -132,15 +139,24 @@ fn events(
     mut sub: Subscription,
     topics: Vec<(String, TopicState)>,
     resume: HashMap<String, pb::Cursor>,
+    heads: bool,
     expires_in: Duration,
 ) -> impl Stream<Item = Result<pb::Event, Status>> + Send {
     async_stream::stream! {
         let epoch = core.store.epoch();
-        let expiry = tokio::time::Instant::now() + expires_in;
+        // Capped: a token valid for centuries must not overflow the clock.
+        let expiry = tokio::time::Instant::now() + expires_in.min(Duration::from_secs(365 * 24 * 3600));
         // The offset of the last event sent, per topic with a cursor.
         let mut delivered: HashMap<String, u64> = HashMap::new();
         for (topic, state) in &topics {
-            let Some(cursor) = resume.get(topic).copied() else { continue };
+            let Some(cursor) = resume.get(topic).copied() else {
+                if heads {
+                    let head = state.last_seq * EPHEMERAL_SPAN;
+                    delivered.insert(topic.clone(), head);
+                    yield Ok(marker(topic, epoch, head, Kind::StreamHead(pb::StreamHead {})));
+                }
+                continue;
+            };
             let (seq, _) = hub::split(cursor.offset);
             let refusal = if cursor.epoch != epoch {
                 Some((Reason::EpochChanged, format!("cursor epoch {} is not this event log's epoch {epoch}", cursor.epoch)))
@@ -269,6 +285,7 @@ mod tests {
         let mut req = Request::new(pb::SubscribeRequest {
             topics: vec!["admins".into()],
             resume,
+            heads: false,
         });
         let admin = Principal {
             id: Id::new("ops").unwrap(),

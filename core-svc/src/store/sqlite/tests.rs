@@ -28,6 +28,7 @@ impl Recorder {
                     Kind::DriverLocation(_) => "driver_location",
                     Kind::DriverStatus(_) => "driver_status",
                     Kind::ResyncRequired(_) => "resync_required",
+                    Kind::StreamHead(_) => "stream_head",
                 };
                 (e.topic, kind)
             })

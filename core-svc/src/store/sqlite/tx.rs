@@ -14,7 +14,7 @@ use crate::hub::EPHEMERAL_SPAN;
 use crate::lifecycle::{self, Action};
 use crate::model::{
     ActiveTrip, Booking, BookingId, BookingStatus, Canceller, Driver, DriverStatus, NewBooking,
-    Offer, timestamp, to_millis,
+    Offer, from_millis, timestamp, to_millis,
 };
 use crate::otp;
 use crate::store::{Effects, PendingBooking};
@@ -54,7 +54,8 @@ impl Tx<'_> {
                 epoch: self.epoch,
                 offset: seq as u64 * EPHEMERAL_SPAN,
             });
-            event.occurred_at = Some(timestamp(self.now));
+            // Millisecond precision, as stored: a live event and its replay read the same.
+            event.occurred_at = Some(timestamp(from_millis(self.now_ms())));
             self.fx.events.push(event);
         }
         Ok(())
