@@ -8,6 +8,7 @@
 //! - `logi token --role driver --sub 45 --ttl 1h` prints a token signed with the
 //!   configured secret (`LOGI_JWT_SECRET`, else `data/jwt-secret`).
 
+mod bench;
 mod secret;
 
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ enum Command {
     Up(Up),
     /// Print a token signed with the configured HS256 secret.
     Token(Token),
+    /// Load scenarios against the real release binaries (see BENCHMARKS.md).
+    Bench(bench::Bench),
 }
 
 #[derive(clap::Args)]
@@ -83,6 +86,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Token(t) => token(t),
+        Command::Bench(b) => tokio::runtime::Runtime::new()
+            .context("cannot start the runtime")
+            .and_then(|rt| rt.block_on(bench::run(b))),
         Command::Up(up) => tokio::runtime::Runtime::new()
             .context("cannot start the runtime")
             .and_then(|rt| rt.block_on(run_up(up))),

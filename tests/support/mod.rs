@@ -9,15 +9,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use logi::auth::{Role, Signer};
+use logi::client::{Authed, Bearer, Clients};
 use logi::pb::{self, event::Kind};
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tonic::metadata::MetadataValue;
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic::{Request, Status, Streaming};
+use tonic::{Status, Streaming};
 
 pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
 
@@ -86,26 +84,12 @@ impl Core {
     }
 }
 
-#[derive(Clone)]
-pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    }
-}
-
-type Svc = InterceptedService<Channel, Bearer>;
-
 /// The three services, calling with one token.
 #[derive(Clone)]
 pub struct Client {
-    pub bookings: pb::booking_service_client::BookingServiceClient<Svc>,
-    pub locations: pb::location_service_client::LocationServiceClient<Svc>,
-    pub events: pb::event_service_client::EventServiceClient<Svc>,
+    pub bookings: pb::booking_service_client::BookingServiceClient<Authed>,
+    pub locations: pb::location_service_client::LocationServiceClient<Authed>,
+    pub events: pb::event_service_client::EventServiceClient<Authed>,
 }
 
 impl Client {
@@ -114,17 +98,11 @@ impl Client {
     }
 
     pub fn with_header(channel: Channel, header: Option<String>) -> Self {
-        let bearer = Bearer(header.map(|h| h.parse().unwrap()));
+        let clients = Clients::new(channel, Bearer::header(header.as_deref()).unwrap());
         Self {
-            bookings: pb::booking_service_client::BookingServiceClient::with_interceptor(
-                channel.clone(),
-                bearer.clone(),
-            ),
-            locations: pb::location_service_client::LocationServiceClient::with_interceptor(
-                channel.clone(),
-                bearer.clone(),
-            ),
-            events: pb::event_service_client::EventServiceClient::with_interceptor(channel, bearer),
+            bookings: clients.bookings,
+            locations: clients.locations,
+            events: clients.events,
         }
     }
 

@@ -1,0 +1,179 @@
+//! The system under test: core-svc and ws-edge started as child processes from the
+//! release binaries beside this one, on loopback, with a temporary database and a
+//! fresh secret.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use logi::auth::{Role, Signer};
+
+use super::procfs::{self, Usage};
+
+/// How long a process may take to say it is ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct Proc {
+    pub name: String,
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn usage(&self) -> Usage {
+        procfs::usage(self.pid()).unwrap_or_default()
+    }
+}
+
+pub struct System {
+    _dir: tempfile::TempDir,
+    pub core: Proc,
+    pub edges: Vec<Proc>,
+    pub signer: Signer,
+}
+
+fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let here = std::env::current_exe()?;
+    let path = here
+        .parent()
+        .map(|d| d.join(name))
+        .unwrap_or_else(|| PathBuf::from(name));
+    if !path.exists() {
+        bail!(
+            "{} not found: build the servers first with `cargo build --release --bins`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Starts `bin` and waits for the log line `ready_marker`, whose `addr=` it returns.
+fn spawn(name: String, bin: &Path, args: &[String], secret: &str) -> anyhow::Result<Proc> {
+    let mut child = Command::new(bin)
+        .args(args)
+        .env("LOGI_JWT_SECRET", secret)
+        // Only the start-up lines: per-call logs would cost the servers CPU we measure.
+        .env(
+            "RUST_LOG",
+            "warn,core_svc::server=info,ws_edge::server=info",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let stderr = child.stderr.take().context("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Keeps draining stderr for the life of the process, so it never blocks on it.
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(" ready ") {
+                let addr = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("addr="))
+                    .map(str::to_owned);
+                let _ = tx.send(addr);
+            } else if line.contains("ERROR") || line.contains("WARN") {
+                eprintln!("  [server] {line}");
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(READY_TIMEOUT)
+        .ok()
+        .flatten()
+        .with_context(|| format!("{name} did not say it was ready"))?
+        .parse()?;
+    Ok(Proc { name, addr, child })
+}
+
+impl System {
+    /// Starts core-svc and `edges` ws-edge processes with extra flags.
+    ///
+    /// # Errors
+    /// When a binary is missing or does not become ready.
+    pub fn start(edges: usize, core_args: &[&str], edge_args: &[&str]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let secret: String = (0..32)
+            .map(|_| format!("{:02x}", rand::random::<u8>()))
+            .collect();
+        let db = dir.path().join("bench.db").to_string_lossy().into_owned();
+        let mut args: Vec<String> = vec![
+            "--grpc-addr".into(),
+            "127.0.0.1:0".into(),
+            "--database".into(),
+            db,
+        ];
+        args.extend(core_args.iter().map(|s| s.to_string()));
+        let core = spawn("core-svc".into(), &binary("core-svc")?, &args, &secret)?;
+        let mut started = Vec::new();
+        for i in 0..edges.max(1) {
+            let mut args: Vec<String> = vec![
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--core-url".into(),
+                format!("http://{}", core.addr),
+            ];
+            args.extend(edge_args.iter().map(|s| s.to_string()));
+            started.push(spawn(
+                format!("ws-edge-{i}"),
+                &binary("ws-edge")?,
+                &args,
+                &secret,
+            )?);
+        }
+        Ok(Self {
+            _dir: dir,
+            core,
+            edges: started,
+            signer: Signer::hs256(secret.as_bytes()),
+        })
+    }
+
+    pub fn token(&self, role: Role, sub: &str) -> String {
+        self.signer
+            .mint(sub, role, Duration::from_secs(3 * 3600))
+            .expect("HS256 signs")
+    }
+
+    /// Every server process, core first.
+    pub fn procs(&self) -> impl Iterator<Item = &Proc> {
+        std::iter::once(&self.core).chain(&self.edges)
+    }
+
+    /// The usage of every server process, core first.
+    pub fn usage(&self) -> Vec<Usage> {
+        self.procs().map(Proc::usage).collect()
+    }
+
+    /// The edge for the `i`-th client, round-robin.
+    pub fn edge(&self, i: usize) -> SocketAddr {
+        self.edges[i % self.edges.len()].addr
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        let mut children: Vec<&mut Child> = std::iter::once(&mut self.core.child)
+            .chain(self.edges.iter_mut().map(|p| &mut p.child))
+            .collect();
+        for child in &mut children {
+            // SAFETY: kill only sends a signal to our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for child in children {
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
