@@ -8,6 +8,7 @@
 //! - [`id`]: validation of rider and driver ids.
 //! - [`jwt_args`]: the JWT flags both processes share.
 //! - [`logging`]: the binaries' log set-up.
+//! - [`shutdown`]: the binaries' shutdown signal.
 
 pub mod pb {
     //! Generated from `proto/logi/v1/*.proto`.
@@ -23,4 +24,5 @@ pub mod client;
 pub mod id;
 pub mod jwt_args;
 pub mod logging;
+pub mod shutdown;
 pub mod topic;

@@ -155,11 +155,7 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
     print_banner(&grpc, &ws, &signer, up.token_ttl)?;
 
     let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        stop.cancel();
-    });
+    tokio::spawn(logi::shutdown::on_signal(shutdown.clone()));
     // If either stops on its own, stop the other too.
     let core = async {
         let result = core_svc::run(core_config, core_listener, shutdown.clone()).await;

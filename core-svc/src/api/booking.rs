@@ -64,6 +64,25 @@ impl BookingApi {
     }
 }
 
+impl BookingApi {
+    /// The booking and driver of a driver's action (accept, verify, complete): a
+    /// driver token acts only as itself (an empty driver_id means itself) and only on
+    /// bookings it takes part in.
+    async fn acting_driver(
+        &self,
+        p: &logi::auth::Principal,
+        booking_id: u64,
+        driver_id: &str,
+        offered_is_enough: bool,
+    ) -> Result<(u64, logi::id::Id), Error> {
+        let id = convert::booking_id(booking_id)?;
+        let driver = convert::id("driver_id", &access::default_id(p, Role::Driver, driver_id))?;
+        access::as_driver(p, &driver)?;
+        self.driver_takes_part(p, id, offered_is_enough).await?;
+        Ok((id, driver))
+    }
+}
+
 /// The answer to a change: never with the OTP, which only GetBooking, ListBookings
 /// and IssueOtp return (to the rider, services and admins), so that no relay of an
 /// accept can hand it to the driver.
@@ -195,13 +214,9 @@ impl BookingService for BookingApi {
     ) -> Result<Response<pb::Booking>, Status> {
         let p = principal(&req)?;
         let r = req.into_inner();
-        let id = convert::booking_id(r.booking_id)?;
-        let driver = convert::id(
-            "driver_id",
-            &access::default_id(&p, Role::Driver, &r.driver_id),
-        )?;
-        access::as_driver(&p, &driver)?;
-        self.driver_takes_part(&p, id, true).await?;
+        let (id, driver) = self
+            .acting_driver(&p, r.booking_id, &r.driver_id, true)
+            .await?;
         let booking = self.0.store.accept(id, driver.clone()).await?;
         tracing::info!(booking = id, %driver, "booking accepted");
         Ok(reply(&booking))
@@ -213,16 +228,12 @@ impl BookingService for BookingApi {
     ) -> Result<Response<pb::Booking>, Status> {
         let p = principal(&req)?;
         let r = req.into_inner();
-        let id = convert::booking_id(r.booking_id)?;
-        let driver = convert::id(
-            "driver_id",
-            &access::default_id(&p, Role::Driver, &r.driver_id),
-        )?;
-        access::as_driver(&p, &driver)?;
         if !otp::well_formed(&r.otp) {
             return Err(Error::invalid("otp must be exactly 6 digits").into());
         }
-        self.driver_takes_part(&p, id, false).await?;
+        let (id, driver) = self
+            .acting_driver(&p, r.booking_id, &r.driver_id, false)
+            .await?;
         let booking = self.0.store.verify_otp(id, driver.clone(), r.otp).await?;
         tracing::info!(booking = id, %driver, "trip started");
         Ok(reply(&booking))
@@ -252,13 +263,9 @@ impl BookingService for BookingApi {
     ) -> Result<Response<pb::Booking>, Status> {
         let p = principal(&req)?;
         let r = req.into_inner();
-        let id = convert::booking_id(r.booking_id)?;
-        let driver = convert::id(
-            "driver_id",
-            &access::default_id(&p, Role::Driver, &r.driver_id),
-        )?;
-        access::as_driver(&p, &driver)?;
-        self.driver_takes_part(&p, id, false).await?;
+        let (id, driver) = self
+            .acting_driver(&p, r.booking_id, &r.driver_id, false)
+            .await?;
         let booking = self.0.store.complete(id, driver.clone()).await?;
         tracing::info!(booking = id, %driver, "trip completed");
         Ok(reply(&booking))
