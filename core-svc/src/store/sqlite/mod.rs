@@ -1,15 +1,20 @@
 //! The embedded SQLite store.
 //!
-//! One writer thread owns the only write connection and runs every transaction in
-//! turn (SQLite allows one writer at a time anyway; a thread of our own keeps that
-//! queue visible and bounded instead of spinning on SQLITE_BUSY). Jobs reach it
-//! through a bounded channel: when it is full, callers wait up to
-//! [`ENQUEUE_TIMEOUT`] and then get UNAVAILABLE. A job whose caller went away before
-//! it started is skipped. Reads use a small pool of read-only connections on the
-//! blocking thread pool; WAL mode lets them run beside the writer.
+//! One writer thread owns the only write connection (SQLite allows one writer at a
+//! time anyway; a thread of our own keeps that queue visible and bounded instead of
+//! spinning on SQLITE_BUSY). Jobs reach it through a bounded channel: when it is
+//! full, callers wait up to [`ENQUEUE_TIMEOUT`] and then get UNAVAILABLE. A job whose
+//! caller went away before it started is skipped.
 //!
-//! The database runs in WAL mode with `synchronous = FULL`: a commit is durable
-//! before anyone hears of it.
+//! Group commit: the writer takes every job queued (up to [`MAX_BATCH`]) into ONE
+//! transaction, each job in its own savepoint, and syncs once for all of them. A job
+//! that fails rolls back its savepoint only. Nobody hears of a job's effects before
+//! the batch commits: then, in order, its effects go to the sink and its caller gets
+//! its answer; if the commit fails, every caller of the batch gets the error.
+//!
+//! Reads use a small pool of read-only connections on the blocking thread pool; WAL
+//! mode lets them run beside the writer. The database runs in WAL mode with
+//! `synchronous = FULL`: a commit is durable before anyone hears of it.
 
 mod rows;
 mod tx;
@@ -22,7 +27,9 @@ use async_trait::async_trait;
 use logi::id::Id;
 use logi::pb;
 use prost::Message;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{BookingQuery, CommitSink, Effects, PendingBooking, Store, TopicState};
@@ -47,7 +54,13 @@ const PRUNE_BATCH: usize = 2000;
 
 const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/0001_init.sql")];
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// What a job leaves to do once its batch's commit succeeded (Ok) or failed (Err):
+/// publish its effects and answer its caller.
+type Done = Box<dyn FnOnce(Result<(), Error>) + Send>;
+/// A write, run inside its own savepoint of the batch's transaction.
+type Job = Box<dyn FnOnce(&mut Transaction<'_>) -> Done + Send>;
+/// Jobs committed together at most (one fsync for all of them).
+pub const MAX_BATCH: usize = 256;
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -114,6 +127,23 @@ fn epoch(conn: &Connection) -> Result<u64, Error> {
     Ok(epoch)
 }
 
+/// Runs a batch of jobs in one IMMEDIATE transaction and completes them in order.
+fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            // Dropping a job drops its reply: its caller hears the writer failed.
+            tracing::error!(error = %e, "cannot begin a write transaction");
+            return;
+        }
+    };
+    let done: Vec<Done> = batch.into_iter().map(|job| job(&mut tx)).collect();
+    let committed = tx.commit().map_err(Error::from);
+    for d in done {
+        d(committed.clone());
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating it and its folder if needed) and migrates the database at
     /// `path`, then starts the writer thread. `sink` is built from the epoch.
@@ -154,11 +184,17 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || {
                 // Ends when every sender (the store) is gone.
-                while let Some(job) = queue.blocking_recv() {
-                    // A panic rolls its transaction back (the Transaction is dropped while
-                    // unwinding) and its caller gets an error; later writes go on.
-                    let ran =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut writer)));
+                while let Some(first) = queue.blocking_recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        let Ok(job) = queue.try_recv() else { break };
+                        batch.push(job);
+                    }
+                    // A panic rolls the batch back (the Transaction is dropped while
+                    // unwinding) and its callers get an error; later writes go on.
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        commit_batch(&mut writer, batch)
+                    }));
                     if ran.is_err() {
                         tracing::error!("a database write panicked and was rolled back");
                     }
@@ -175,36 +211,46 @@ impl SqliteStore {
         }))
     }
 
-    /// Runs `f` in one IMMEDIATE transaction on the writer thread; on commit the
-    /// effects go to the sink before the caller hears back.
+    /// Runs `f` on the writer thread, in its own savepoint of the batch transaction
+    /// it joins (group commit: one sync for every job queued meanwhile). Only after
+    /// the batch commits do its effects go to the sink, in order, and the caller hear
+    /// back; if `f` fails, its savepoint alone is rolled back.
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let (reply, answer) = oneshot::channel();
         let (epoch, sink) = (self.epoch, self.sink.clone());
-        let job: Job = Box::new(move |conn: &mut Connection| {
+        let job: Job = Box::new(move |tx: &mut Transaction<'_>| -> Done {
             if reply.is_closed() {
-                return; // The caller gave up; do not change anything on its behalf.
+                return Box::new(|_| {}); // The caller gave up; change nothing on its behalf.
             }
-            let result = (|| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let outcome = (|| {
+                let sp = tx.savepoint()?;
                 let mut t = Tx {
-                    tx: &tx,
+                    tx: &sp,
                     epoch,
                     now: SystemTime::now(),
                     fx: Effects::default(),
                 };
                 let value = f(&mut t)?;
                 let fx = std::mem::take(&mut t.fx);
-                tx.commit()?;
+                sp.commit()?;
                 Ok((value, fx))
             })();
-            let result = result.map(|(value, fx)| {
-                sink.committed(&fx);
-                value
-            });
-            let _ = reply.send(result);
+            match outcome {
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    Box::new(|_| {})
+                }
+                Ok((value, fx)) => Box::new(move |committed: Result<(), Error>| {
+                    let result = committed.map(|()| {
+                        sink.committed(&fx);
+                        value
+                    });
+                    let _ = reply.send(result);
+                }),
+            }
         });
         let busy = || Error::Unavailable("core-svc's database is overloaded: retry shortly".into());
         tokio::time::timeout(ENQUEUE_TIMEOUT, self.jobs.send(job))
@@ -380,7 +426,7 @@ impl Store for Sqlite {
                 }
                 args.push(Box::new(q.limit as i64 + 1));
                 sql += &format!(" ORDER BY id DESC LIMIT ?{}", args.len());
-                let mut stmt = c.prepare(&sql)?;
+                let mut stmt = c.prepare_cached(&sql)?;
                 let mut page = stmt
                     .query_map(rusqlite::params_from_iter(args.iter()), rows::booking)?
                     .collect::<Result<Vec<_>, _>>()?;

@@ -438,3 +438,45 @@ async fn pages_of_bookings_newest_first() {
     };
     assert!(store.bookings(none).await.unwrap().0.is_empty());
 }
+
+#[tokio::test]
+async fn writes_committed_together_keep_their_own_outcomes_and_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, rec) = open(&dir.path().join("logi.db"));
+    // Many writes at once: they are grouped into shared transactions. Every other one
+    // fails (no such booking) and must change nothing, the others must all land.
+    let mut calls = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        calls.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                store
+                    .create_booking(new_booking(), vec![])
+                    .await
+                    .map(|b| b.id)
+            } else {
+                store.accept(10_000 + i, id("45")).await.map(|b| b.id)
+            }
+        }));
+    }
+    let mut created = Vec::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        match call.await.unwrap() {
+            Ok(booking) => created.push(booking),
+            Err(e) => assert_eq!((i % 2, e), (1, Error::BookingNotFound(10_000 + i as u64))),
+        }
+    }
+    assert_eq!(created.len(), 20);
+    // Each created booking told its rider and the admins once, in offset order.
+    let events = rec.take();
+    assert_eq!(events.len(), 40);
+    let history = store
+        .events_after("user_12_bookings".into(), 0, 100)
+        .await
+        .unwrap();
+    let offsets: Vec<u64> = history
+        .iter()
+        .map(|e| e.cursor.unwrap().offset / EPHEMERAL_SPAN)
+        .collect();
+    assert_eq!(offsets, (1..=20).collect::<Vec<_>>());
+}

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use logi::id::Id;
 use logi::pb::{self, offer_closed::Reason};
 use prost::Message;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows;
 use crate::error::Error;
@@ -21,7 +21,8 @@ use crate::store::{Effects, PendingBooking};
 
 /// One write transaction in progress and the effects it has gathered.
 pub struct Tx<'a> {
-    pub tx: &'a Transaction<'a>,
+    /// The job's savepoint within the batch transaction.
+    pub tx: &'a Connection,
     pub epoch: u64,
     pub now: SystemTime,
     pub fx: Effects,
@@ -127,7 +128,7 @@ impl Tx<'_> {
         let (to_s, now, id_i, from_s) = (to.as_str(), self.now_ms(), id as i64, from.as_str());
         let mut args: Vec<&dyn rusqlite::ToSql> = vec![&to_s, &now, &id_i, &from_s];
         args.extend_from_slice(extra);
-        if self.tx.execute(&sql, args.as_slice())? != 1 {
+        if self.tx.prepare_cached(&sql)?.execute(args.as_slice())? != 1 {
             return Err(Error::Taken(id));
         }
         if from == BookingStatus::Pending {
@@ -150,11 +151,17 @@ impl Tx<'_> {
             .ok_or_else(|| {
                 Error::invalid(format!("driver {id} is new: vehicle_type is required"))
             })?;
-        self.tx.execute(
-            "INSERT INTO drivers (id, status, vehicle_type, updated_at) VALUES (?1, ?2, ?3, ?4)
+        self.tx
+            .prepare_cached(
+                "INSERT INTO drivers (id, status, vehicle_type, updated_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (id) DO UPDATE SET status = ?2, vehicle_type = ?3, updated_at = ?4",
-            params![id.as_str(), status.as_str(), vehicle_type, self.now_ms()],
-        )?;
+            )?
+            .execute(params![
+                id.as_str(),
+                status.as_str(),
+                vehicle_type,
+                self.now_ms()
+            ])?;
         let after = self.driver(id)?.expect("just written");
         let prev_status = before.as_ref().map(|d| d.status);
         let changed = before
@@ -220,12 +227,10 @@ impl Tx<'_> {
     }
 
     pub fn create_booking(&mut self, new: &NewBooking, offers: &[Offer]) -> Result<Booking, Error> {
-        self.tx.execute(
-            "INSERT INTO bookings (user_id, status, pickup_lat, pickup_lon, pickup_address, dropoff_lat,
+        self.tx.prepare_cached("INSERT INTO bookings (user_id, status, pickup_lat, pickup_lon, pickup_address, dropoff_lat,
                 dropoff_lon, dropoff_address, vehicle_type, price_estimate, distance_m, phone_number,
                 created_at, updated_at)
-             VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
-            params![
+             VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)")?.execute(params![
                 new.user_id.as_str(),
                 new.pickup.point.lat,
                 new.pickup.point.lon,
@@ -238,8 +243,7 @@ impl Tx<'_> {
                 new.distance_m,
                 new.phone_number,
                 self.now_ms(),
-            ],
-        )?;
+            ])?;
         let booking = self.booking(self.tx.last_insert_rowid() as u64)?;
         self.append(fanout::booking_changed(&booking, None))?;
         self.insert_offers(&booking, offers)?;
@@ -323,10 +327,11 @@ impl Tx<'_> {
         match otp::check(&expected, guess, before.otp_failures) {
             otp::Check::Locked => Err(Error::OtpLocked(id)),
             otp::Check::Wrong { left } => {
-                self.tx.execute(
-                    "UPDATE bookings SET otp_failures = otp_failures + 1 WHERE id = ?1",
-                    [id as i64],
-                )?;
+                self.tx
+                    .prepare_cached(
+                        "UPDATE bookings SET otp_failures = otp_failures + 1 WHERE id = ?1",
+                    )?
+                    .execute([id as i64])?;
                 Ok(Err(Error::WrongOtp { booking: id, left }))
             }
             otp::Check::Correct => {
@@ -353,10 +358,7 @@ impl Tx<'_> {
         let before = self.booking(id)?;
         lifecycle::next(&before, Action::IssueOtp)?;
         let otp = otp::generate();
-        self.tx.execute(
-            "UPDATE bookings SET otp = ?1, otp_failures = 0 WHERE id = ?2 AND status = 'accepted'",
-            params![otp, id as i64],
-        )?;
+        self.tx.prepare_cached("UPDATE bookings SET otp = ?1, otp_failures = 0 WHERE id = ?2 AND status = 'accepted'")?.execute(params![otp, id as i64])?;
         let booking = self.booking(id)?;
         self.append(fanout::otp_issued(&booking, &otp))?;
         Ok(booking)
