@@ -289,3 +289,44 @@ impl SendBinary
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn edges_can_share_a_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+    let first = ws_edge::server::bind("127.0.0.1:0".parse().unwrap(), true).unwrap();
+    let addr = first.local_addr().unwrap();
+    // Without SO_REUSEPORT a second bind to the same port is refused.
+    assert!(ws_edge::server::bind(addr, false).is_err());
+    let second = ws_edge::server::bind(addr, true).unwrap();
+    let start = |listener| {
+        let config = <ws_edge::Config as clap::Parser>::try_parse_from([
+            "ws-edge",
+            "--core-url",
+            &format!("http://{}", core.addr),
+            "--jwt-secret",
+            SECRET,
+        ])
+        .unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        (
+            tokio::spawn(ws_edge::run(config, listener, shutdown.clone())),
+            shutdown,
+        )
+    };
+    let (a, stop_a) = start(first);
+    let (b, stop_b) = start(second);
+    let url = format!("ws://{addr}/ws?token={}", token(Role::User, "12"));
+    tokio_tungstenite::connect_async(&url).await.unwrap();
+    // With the first edge gone, the port still answers: the second serves it.
+    stop_a.cancel();
+    a.await.unwrap().unwrap();
+    for _ in 0..5 {
+        tokio_tungstenite::connect_async(&url)
+            .await
+            .expect("the other edge answers");
+    }
+    stop_b.cancel();
+    b.await.unwrap().unwrap();
+    core.stop().await;
+}

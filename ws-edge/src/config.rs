@@ -13,6 +13,11 @@ pub struct Config {
     #[arg(long, env = "LOGI_WS_ADDR", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// Bind with SO_REUSEPORT, so several ws-edge processes can share the port (the
+    /// kernel spreads new connections over them).
+    #[arg(long, env = "LOGI_WS_REUSE_PORT")]
+    pub reuse_port: bool,
+
     /// core-svc's gRPC URL.
     #[arg(long, env = "LOGI_CORE_URL", default_value = "http://127.0.0.1:50051")]
     pub core_url: String,

@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
         eprintln!("ws-edge: {e}");
         return ExitCode::from(2);
     }
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let listener = match ws_edge::server::bind(config.listen, config.reuse_port) {
         Ok(l) => l,
         Err(e) => {
             eprintln!(

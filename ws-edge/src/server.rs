@@ -41,6 +41,24 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+/// Binds the listening socket, with SO_REUSEPORT when asked for.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn bind(addr: std::net::SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 #[derive(Clone)]
 struct Edge {
     verifier: Arc<Verifier>,
