@@ -50,7 +50,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
     let limit = socket::raise_fd_limit();
     let system = System::start(edges, &[], &[])?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle = system.usage();
+    let idle = system.usage()?;
     eprintln!(
         "connecting {} clients (open-file limit {limit})…",
         args.clients
@@ -76,18 +76,28 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
         .map(|mut ws| tokio::spawn(async move { while ws.next().await.is_some() {} }))
         .collect();
     tokio::time::sleep(args.hold).await;
-    let loaded = system.usage();
+    let loaded = system.usage()?;
+    // Divide by the clients still connected when memory is read, not those that once were.
+    let live = readers.iter().filter(|r| !r.is_finished()).count();
+    let single_edge = system.edges.len() == 1;
     let rows: Vec<Vec<String>> = system
         .procs()
         .zip(idle.iter().zip(&loaded))
-        .map(|(p, (i, l))| {
-            let per =
-                (l.rss_bytes.saturating_sub(i.rss_bytes)) as f64 / held.max(1) as f64 / 1024.0;
+        .enumerate()
+        .map(|(i, (p, (idle, loaded)))| {
+            let delta = loaded.rss_bytes.saturating_sub(idle.rss_bytes) as f64;
+            // core-svc serves every client; an edge all of them only when it is alone
+            // (several edges share the port and the kernel picks, so theirs is not known).
+            let per = if i == 0 || single_edge {
+                format!("{:.2}", delta / live.max(1) as f64 / 1024.0)
+            } else {
+                "-".into()
+            };
             vec![
                 p.name.clone(),
-                format!("{:.1}", i.rss_bytes as f64 / 1048576.0),
-                format!("{:.1}", l.rss_bytes as f64 / 1048576.0),
-                format!("{per:.2}"),
+                format!("{:.1}", idle.rss_bytes as f64 / 1048576.0),
+                format!("{:.1}", loaded.rss_bytes as f64 / 1048576.0),
+                per,
             ]
         })
         .collect();
@@ -96,10 +106,10 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
         .zip(&loaded)
         .map(|(i, l)| l.rss_bytes.saturating_sub(i.rss_bytes))
         .sum();
-    let per_client_kib = total_delta as f64 / held.max(1) as f64 / 1024.0;
+    let per_client_kib = total_delta as f64 / live.max(1) as f64 / 1024.0;
     report::table(
         &format!(
-            "connections: {held} held ({failed} failed), {} edge(s)",
+            "connections: {held} connected ({failed} failed), {live} still open when measured, {} edge(s)",
             system.edges.len()
         ),
         &[
@@ -110,11 +120,14 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
         ],
         &rows,
     );
-    println!("memory per connected client, all servers: {per_client_kib:.2} KiB");
+    println!(
+        "memory per connected client, all servers (resident, kernel socket buffers not included): {per_client_kib:.2} KiB"
+    );
     let result = json!({
         "scenario": "connections",
         "clients": args.clients,
         "held": held,
+        "open_when_measured": live,
         "failed": failed,
         "edges": system.edges.len(),
         "processes": system.procs().zip(idle.iter().zip(&loaded)).map(|(p, (i, l))| json!({

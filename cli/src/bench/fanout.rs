@@ -9,6 +9,7 @@
 //! then measures at half that rate.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::fixture::{self, Trip};
+use super::procfs;
 use super::report::{self, Series};
 use super::system::System;
 
@@ -118,9 +120,8 @@ impl Phase {
         *word |= bit;
         self.unique += 1;
         let intended = self.start + Duration::from_secs_f64(k as f64 / self.rate);
-        let _ = self
-            .latency
-            .record(at.saturating_duration_since(intended).as_micros().max(1) as u64);
+        self.latency
+            .saturating_record(at.saturating_duration_since(intended).as_micros().max(1) as u64);
     }
 }
 
@@ -134,6 +135,9 @@ fn sequence(frame: &str, dialect: Dialect, base: f64) -> Option<u64> {
             rest.split('"').next()?.parse().ok()?
         }
         Dialect::Logi => {
+            if !frame.contains(r#""type":"driver_location""#) {
+                return None; // a booking frame's pickup longitude is no sequence number
+            }
             let rest = frame.split_once(r#""longitude":"#)?.1;
             rest.split(['}', ',']).next()?.trim().parse().ok()?
         }
@@ -147,6 +151,7 @@ async fn connect_riders(
     trips: &[Trip],
     dialect: Dialect,
     phase: Shared,
+    frames: Arc<AtomicU64>,
 ) -> anyhow::Result<()> {
     let path = match dialect {
         Dialect::Channels => "/regular_user/ws/bookings/",
@@ -169,13 +174,14 @@ async fn connect_riders(
     .await;
     for socket in sockets {
         let (trip, base, mut ws) = socket?;
-        let phase = phase.clone();
+        let (phase, frames) = (phase.clone(), frames.clone());
         tokio::spawn(async move {
             while let Some(Ok(message)) = ws.next().await {
                 let Message::Text(text) = message else {
                     continue;
                 };
                 let now = Instant::now();
+                frames.fetch_add(1, Ordering::Relaxed);
                 if let Some(seq) = sequence(&text, dialect, base)
                     && let Some(p) = phase.lock().expect("not poisoned").as_mut()
                 {
@@ -249,7 +255,9 @@ async fn senders(
 }
 
 impl Senders {
-    async fn send(&self, trip: &Trip, seq: u64, dialect: Dialect) {
+    /// Queues one ping; false if it could not be handed on within a second (the
+    /// stream or socket is gone or stuck): counted as not sent, not as lost.
+    async fn send(&self, trip: &Trip, seq: u64, dialect: Dialect) -> bool {
         let (lat, lon) = (trip.at.0, trip.at.1 + seq as f64 * STEP);
         match self {
             Senders::Grpc(streams) => {
@@ -260,7 +268,10 @@ impl Senders {
                     heading: 0.0,
                     speed_mps: 8.0,
                 };
-                let _ = streams[trip.index % streams.len()].send(ping).await;
+                streams[trip.index % streams.len()]
+                    .send_timeout(ping, Duration::from_secs(1))
+                    .await
+                    .is_ok()
             }
             Senders::Ws(sinks) => {
                 let frame = match dialect {
@@ -273,52 +284,61 @@ impl Senders {
                         )
                     }
                 };
-                let _ = sinks[trip.index].send(frame);
+                sinks[trip.index].send(frame).is_ok()
             }
         }
     }
 }
 
 /// One rate for one duration; returns its result row.
+#[allow(clippy::too_many_arguments)]
 async fn phase(
     system: &System,
     trips: &[Trip],
     senders: &Senders,
     shared: &Shared,
+    frames: &AtomicU64,
     args: &Args,
     rate: f64,
     seq_base: u64,
-) -> Value {
+) -> anyhow::Result<Value> {
+    quiet(frames).await;
     let total = (rate * args.duration.as_secs_f64()).round() as u64;
     let start = Instant::now() + Duration::from_millis(50);
     *shared.lock().expect("not poisoned") =
         Some(Phase::new(seq_base, start, rate, trips.len(), total));
-    let before = system.usage();
-    let mut k = 0u64;
+    let before = system.usage()?;
+    let tool_before = procfs::usage(std::process::id())?;
+    let (mut k, mut not_sent) = (0u64, 0u64);
     while k < total {
         let now = Instant::now();
         while k < total && start + Duration::from_secs_f64(k as f64 / rate) <= now {
             let trip = &trips[(k % trips.len() as u64) as usize];
-            senders
+            if !senders
                 .send(trip, seq_base + k / trips.len() as u64, args.dialect)
-                .await;
+                .await
+            {
+                not_sent += 1;
+            }
             k += 1;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    let sent = total - not_sent;
     let sent_done = Instant::now();
     while Instant::now() < sent_done + DRAIN {
         if shared
             .lock()
             .expect("not poisoned")
             .as_ref()
-            .is_some_and(|p| p.unique >= total)
+            .is_some_and(|p| p.unique >= sent)
         {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let after = system.usage();
+    let after = system.usage()?;
+    let tool = procfs::usage(std::process::id())?.cpu_secs - tool_before.cpu_secs;
     let p = shared
         .lock()
         .expect("not poisoned")
@@ -330,16 +350,30 @@ async fn phase(
         .map(|(b, a)| a.cpu_secs - b.cpu_secs)
         .collect();
     let server_cpu: f64 = cpu.iter().sum();
-    json!({
+    Ok(json!({
         "offered_rate": rate,
-        "sent": total,
+        "sent": sent,
+        "not_sent": not_sent,
         "delivered": p.unique,
-        "lost": total - p.unique.min(total),
+        "lost": sent - p.unique.min(sent),
         "duplicated": p.duplicates,
         "latency": report::percentiles(&p.latency),
-        "cpu_secs": {"core_svc": cpu[0], "ws_edge": cpu[1..].iter().sum::<f64>()},
+        "cpu_secs": {"core_svc": cpu[0], "ws_edge": cpu[1..].iter().sum::<f64>(), "load_tool": tool},
         "delivered_per_server_cpu_sec": if server_cpu > 0.0 { (p.unique as f64 / server_cpu).round() } else { 0.0 },
-    })
+    }))
+}
+
+/// Waits until no rider frame has arrived for half a second (at most 10 s), so a
+/// phase does not start while the last one's backlog still loads the servers.
+async fn quiet(frames: &AtomicU64) {
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = frames.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if frames.load(Ordering::Relaxed) == seen || Instant::now() >= give_up {
+            return;
+        }
+    }
 }
 
 fn row(r: &Value) -> Vec<String> {
@@ -347,6 +381,7 @@ fn row(r: &Value) -> Vec<String> {
     vec![
         format!("{}", r["offered_rate"]),
         format!("{}", r["sent"]),
+        format!("{}", r["not_sent"]),
         format!("{}", r["delivered"]),
         format!("{}", r["lost"]),
         format!("{}", r["duplicated"]),
@@ -357,6 +392,7 @@ fn row(r: &Value) -> Vec<String> {
         format!("{}", l["max_ms"]),
         format!("{:.2}", r["cpu_secs"]["core_svc"].as_f64().unwrap_or(0.0)),
         format!("{:.2}", r["cpu_secs"]["ws_edge"].as_f64().unwrap_or(0.0)),
+        format!("{:.2}", r["cpu_secs"]["load_tool"].as_f64().unwrap_or(0.0)),
         format!("{}", r["delivered_per_server_cpu_sec"]),
     ]
 }
@@ -370,7 +406,15 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
     eprintln!("setting up {} trips…", args.trips);
     let trips = fixture::trips(&system, args.trips, true).await?;
     let shared: Shared = Arc::new(Mutex::new(None));
-    connect_riders(&system, &trips, args.dialect, shared.clone()).await?;
+    let frames = Arc::new(AtomicU64::new(0));
+    connect_riders(
+        &system,
+        &trips,
+        args.dialect,
+        shared.clone(),
+        frames.clone(),
+    )
+    .await?;
     let senders = senders(&system, &trips, args.path, args.dialect).await?;
     // Let the snapshots and connections settle before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -387,8 +431,12 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
             "offering {rate} pings/s for {}…",
             humantime::format_duration(args.duration)
         );
-        let r = phase(&system, &trips, &senders, &shared, &args, rate, seq_base).await;
-        seq_base += r["sent"].as_u64().unwrap_or(0) / trips.len() as u64 + 2;
+        let r = phase(
+            &system, &trips, &senders, &shared, &frames, &args, rate, seq_base,
+        )
+        .await?;
+        let offered = r["sent"].as_u64().unwrap_or(0) + r["not_sent"].as_u64().unwrap_or(0);
+        seq_base += offered / trips.len() as u64 + 2;
         results.push(r);
     }
     let sustainable = |r: &Value| {
@@ -414,11 +462,12 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
             &trips,
             &senders,
             &shared,
+            &frames,
             &args,
             best / 2.0,
             seq_base,
         )
-        .await;
+        .await?;
     }
 
     let headers = [

@@ -118,7 +118,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let before = system.usage();
+    let before = system.usage()?;
     let start = Instant::now();
     let deadline = start + args.duration;
     let mut workers = Vec::new();
@@ -137,9 +137,22 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
                     address: "bench".into(),
                 })
             };
+            // A step that failed leaves its booking cancelled (freeing the driver) and
+            // the worker backing off, so one failure does not turn into a tight loop.
+            async fn recover(c: &mut logi::client::Clients, id: Option<u64>) {
+                if let Some(id) = id {
+                    let cancel = pb::CancelBookingRequest {
+                        booking_id: id,
+                        cancelled_by: pb::Canceller::User as i32,
+                        reason: "bench".into(),
+                    };
+                    let _ = c.bookings.cancel_booking(cancel).await;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             while Instant::now() < deadline {
                 let mut timed = |call: usize, t: Instant| {
-                    let _ = latency[call].record(t.elapsed().as_micros().max(1) as u64);
+                    latency[call].saturating_record(t.elapsed().as_micros().max(1) as u64);
                 };
                 let t = Instant::now();
                 let req = pb::CreateBookingRequest {
@@ -151,6 +164,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
                 };
                 let Ok(b) = c.bookings.create_booking(req).await else {
                     failures += 1;
+                    recover(&mut c, None).await;
                     continue;
                 };
                 timed(0, t);
@@ -165,6 +179,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
                     .is_err()
                 {
                     failures += 1;
+                    recover(&mut c, Some(id)).await;
                     continue;
                 }
                 timed(1, t);
@@ -175,6 +190,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
                     .await
                 else {
                     failures += 1;
+                    recover(&mut c, Some(id)).await;
                     continue;
                 };
                 timed(2, t);
@@ -186,6 +202,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
                 };
                 if c.bookings.verify_otp(verify).await.is_err() {
                     failures += 1;
+                    recover(&mut c, Some(id)).await;
                     continue;
                 }
                 timed(3, t);
@@ -199,6 +216,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
                     .is_err()
                 {
                     failures += 1;
+                    recover(&mut c, Some(id)).await;
                     continue;
                 }
                 timed(4, t);
@@ -218,7 +236,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
         failures += f;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let after = system.usage();
+    let after = system.usage()?;
     let drain_until = Instant::now() + DRAIN;
     let missing = loop {
         let missing = {
@@ -272,7 +290,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
         .collect();
     report::table(
         &format!(
-            "lifecycle: {} in flight, {} completed in {elapsed:.1} s = {:.1}/s, {failures} failed, {missing} not fully observed",
+            "lifecycle (closed loop): {} in flight, {} completed in {elapsed:.1} s = {:.1}/s, {failures} failed, {missing} not fully observed",
             args.concurrency,
             done.len(),
             per_sec

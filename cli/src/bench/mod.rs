@@ -14,9 +14,12 @@
 //! - one module per scenario: [`fanout`] (location fan-out, with `--sweep`),
 //!   [`lifecycle`], [`storm`] (connect storm), [`connections`] (idle clients and memory).
 //!
-//! Latencies are measured from each message's INTENDED send time on an open-loop
-//! schedule, so a stalled system shows up as latency instead of as fewer messages
-//! (no coordinated omission), and are recorded in HdrHistograms.
+//! Fan-out latencies are measured from each ping's INTENDED send time on an
+//! open-loop schedule, so a stalled system shows up as latency instead of as fewer
+//! messages (no coordinated omission). `lifecycle` and `connect-storm` are
+//! closed-loop (a fixed number in flight): their latencies are service times.
+//! Everything is recorded in HdrHistograms; the tool's own CPU is reported beside
+//! the servers', since it shares the machine with them.
 
 pub mod connections;
 pub mod fanout;
@@ -39,9 +42,12 @@ pub struct Bench {
     /// Where JSON results and SVG charts are written.
     #[arg(long, global = true, default_value = "bench-results")]
     pub out_dir: PathBuf,
-    /// ws-edge processes to start (sharing the load round-robin).
+    /// ws-edge processes to start (on one port, SO_REUSEPORT).
     #[arg(long, global = true, default_value_t = 1)]
     pub edges: usize,
+    /// The whole run, set-up included, stops by itself after this.
+    #[arg(long, global = true, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Subcommand)]
@@ -62,10 +68,21 @@ pub enum Scenario {
 /// When the system cannot be started or the scenario fails to run.
 pub async fn run(bench: Bench) -> anyhow::Result<()> {
     std::fs::create_dir_all(&bench.out_dir)?;
-    match bench.scenario {
-        Scenario::LocationFanout(a) => fanout::run(a, bench.edges, &bench.out_dir).await,
-        Scenario::Lifecycle(a) => lifecycle::run(a, bench.edges, &bench.out_dir).await,
-        Scenario::ConnectStorm(a) => storm::run(a, bench.edges, &bench.out_dir).await,
-        Scenario::Connections(a) => connections::run(a, bench.edges, &bench.out_dir).await,
+    socket::raise_fd_limit();
+    let (edges, out) = (bench.edges, bench.out_dir.as_path());
+    let work = async {
+        match bench.scenario {
+            Scenario::LocationFanout(a) => fanout::run(a, edges, out).await,
+            Scenario::Lifecycle(a) => lifecycle::run(a, edges, out).await,
+            Scenario::ConnectStorm(a) => storm::run(a, edges, out).await,
+            Scenario::Connections(a) => connections::run(a, edges, out).await,
+        }
+    };
+    // Dropping the run (timeout, Ctrl-C) drops its System: the servers are stopped.
+    tokio::select! {
+        result = tokio::time::timeout(bench.timeout, work) => {
+            result.map_err(|_| anyhow::anyhow!("the run took longer than --timeout {}", humantime::format_duration(bench.timeout)))?
+        }
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
     }
 }

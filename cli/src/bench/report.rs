@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-/// A latency histogram in microseconds, up to one minute.
+/// A latency histogram in microseconds, up to one minute (record with
+/// `saturating_record`, so slower values count as one minute instead of vanishing).
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }

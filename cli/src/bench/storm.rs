@@ -42,7 +42,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
     );
     let edge_addrs: Arc<Vec<_>> = Arc::new(system.edges.iter().map(|e| e.addr).collect());
     let counter = Arc::new(AtomicU64::new(0));
-    let before = system.usage();
+    let before = system.usage()?;
     let start = Instant::now();
     let deadline = start + args.duration;
     let mut workers = Vec::new();
@@ -60,7 +60,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
                 let t = Instant::now();
                 match socket::connect(edges[n % edges.len()], &path, n).await {
                     Ok(mut ws) => {
-                        let _ = latency.record(t.elapsed().as_micros().max(1) as u64);
+                        latency.saturating_record(t.elapsed().as_micros().max(1) as u64);
                         let _ = ws.close(None).await;
                     }
                     Err(_) => failed += 1,
@@ -77,7 +77,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
         failed += f;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let after = system.usage();
+    let after = system.usage()?;
     let cpu: Vec<f64> = before
         .iter()
         .zip(&after)
@@ -98,7 +98,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
     let l = &result["latency"];
     report::table(
         &format!(
-            "connect-storm: {} in flight, {} edge(s)",
+            "connect-storm (closed loop): {} in flight, {} edge(s)",
             args.concurrency,
             system.edges.len()
         ),

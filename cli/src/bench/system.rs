@@ -16,6 +16,8 @@ use super::procfs::{self, Usage};
 /// How long a process may take to say it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// A server process; dropping it stops it (SIGTERM, then SIGKILL after 10 s), so no
+/// early return or error leaves one running.
 pub struct Proc {
     pub name: String,
     pub addr: SocketAddr,
@@ -27,16 +29,32 @@ impl Proc {
         self.child.id()
     }
 
-    pub fn usage(&self) -> Usage {
-        procfs::usage(self.pid()).unwrap_or_default()
+    /// # Errors
+    /// When the process is gone: a crash must not pass for an idle server.
+    pub fn usage(&self) -> anyhow::Result<Usage> {
+        procfs::usage(self.pid()).with_context(|| format!("{} is no longer running", self.name))
     }
 }
 
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fields drop in order: the servers stop before their folder is removed.
 pub struct System {
-    _dir: tempfile::TempDir,
     pub core: Proc,
     pub edges: Vec<Proc>,
     pub signer: Signer,
+    _dir: tempfile::TempDir,
 }
 
 fn binary(name: &str) -> anyhow::Result<PathBuf> {
@@ -56,7 +74,7 @@ fn binary(name: &str) -> anyhow::Result<PathBuf> {
 
 /// Starts `bin` and waits for the log line `ready_marker`, whose `addr=` it returns.
 fn spawn(name: String, bin: &Path, args: &[String], secret: &str) -> anyhow::Result<Proc> {
-    let mut child = Command::new(bin)
+    let child = Command::new(bin)
         .args(args)
         .env("LOGI_JWT_SECRET", secret)
         // Only the start-up lines: per-call logs would cost the servers CPU we measure.
@@ -68,7 +86,12 @@ fn spawn(name: String, bin: &Path, args: &[String], secret: &str) -> anyhow::Res
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
-    let stderr = child.stderr.take().context("no stderr")?;
+    let mut proc = Proc {
+        name,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        child,
+    };
+    let stderr = proc.child.stderr.take().context("no stderr")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         // Keeps draining stderr for the life of the process, so it never blocks on it.
@@ -84,13 +107,14 @@ fn spawn(name: String, bin: &Path, args: &[String], secret: &str) -> anyhow::Res
             }
         }
     });
-    let addr = rx
+    // On any error below, `proc` is dropped and the process stopped.
+    proc.addr = rx
         .recv_timeout(READY_TIMEOUT)
         .ok()
         .flatten()
-        .with_context(|| format!("{name} did not say it was ready"))?
+        .with_context(|| format!("{} did not say it was ready", proc.name))?
         .parse()?;
-    Ok(Proc { name, addr, child })
+    Ok(proc)
 }
 
 impl System {
@@ -148,32 +172,15 @@ impl System {
     }
 
     /// The usage of every server process, core first.
-    pub fn usage(&self) -> Vec<Usage> {
+    ///
+    /// # Errors
+    /// When one of them is gone.
+    pub fn usage(&self) -> anyhow::Result<Vec<Usage>> {
         self.procs().map(Proc::usage).collect()
     }
 
     /// The edge for the `i`-th client, round-robin.
     pub fn edge(&self, i: usize) -> SocketAddr {
         self.edges[i % self.edges.len()].addr
-    }
-}
-
-impl Drop for System {
-    fn drop(&mut self) {
-        let mut children: Vec<&mut Child> = std::iter::once(&mut self.core.child)
-            .chain(self.edges.iter_mut().map(|p| &mut p.child))
-            .collect();
-        for child in &mut children {
-            // SAFETY: kill only sends a signal to our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for child in children {
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }

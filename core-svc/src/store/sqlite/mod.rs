@@ -129,6 +129,11 @@ fn epoch(conn: &Connection) -> Result<u64, Error> {
 
 /// Runs a batch of jobs in one IMMEDIATE transaction and completes them in order.
 fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    if !conn.is_autocommit() {
+        // A transaction left open (a failed rollback): end it, or no write could begin.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -137,10 +142,35 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
             return;
         }
     };
-    let done: Vec<Done> = batch.into_iter().map(|job| job(&mut tx)).collect();
+    let mut done: Vec<Done> = Vec::with_capacity(batch.len());
+    for job in batch {
+        // After some errors (disk full, I/O) SQLite rolls the whole transaction back
+        // by itself: then nothing of this batch is committed, and a further savepoint
+        // would start (and commit) a transaction of its own. Stop here.
+        if tx.is_autocommit() {
+            let lost =
+                Error::Storage("the write transaction was rolled back by the database".into());
+            for d in done {
+                d(Err(lost.clone()));
+            }
+            return; // The jobs not run are dropped: their callers hear of it.
+        }
+        // A panic unwinds through the job's savepoint, which rolls back that job
+        // alone; its caller's reply is dropped. The batch goes on.
+        match catch_unwind(AssertUnwindSafe(|| job(&mut tx))) {
+            Ok(d) => done.push(d),
+            Err(_) => tracing::error!("a database write panicked; that write was rolled back"),
+        }
+    }
     let committed = tx.commit().map_err(Error::from);
     for d in done {
-        d(committed.clone());
+        if catch_unwind(AssertUnwindSafe(|| d(committed.clone()))).is_err() {
+            // Committed effects failed to reach the live side: subscribers and the
+            // in-memory registry no longer match the database. Restarting rebuilds
+            // them from it; carrying on would serve a silent gap.
+            tracing::error!("publishing committed effects panicked; stopping so a restart resyncs");
+            std::process::abort();
+        }
     }
 }
 
@@ -190,14 +220,7 @@ impl SqliteStore {
                         let Ok(job) = queue.try_recv() else { break };
                         batch.push(job);
                     }
-                    // A panic rolls the batch back (the Transaction is dropped while
-                    // unwinding) and its callers get an error; later writes go on.
-                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        commit_batch(&mut writer, batch)
-                    }));
-                    if ran.is_err() {
-                        tracing::error!("a database write panicked and was rolled back");
-                    }
+                    commit_batch(&mut writer, batch);
                 }
             })
             .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
@@ -239,10 +262,11 @@ impl SqliteStore {
                 Ok((value, fx))
             })();
             match outcome {
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                    Box::new(|_| {})
-                }
+                // Answered after the batch commits too: the refusal may rest on an
+                // earlier job of this batch, which is not durable yet.
+                Err(e) => Box::new(move |committed: Result<(), Error>| {
+                    let _ = reply.send(committed.and(Err(e)));
+                }),
                 Ok((value, fx)) => Box::new(move |committed: Result<(), Error>| {
                     let result = committed.map(|()| {
                         sink.committed(&fx);
@@ -259,7 +283,13 @@ impl SqliteStore {
             .map_err(|_| Error::Unavailable("core-svc's database writer has stopped".into()))?;
         tokio::time::timeout(COMMIT_TIMEOUT, answer)
             .await
-            .map_err(|_| busy())?
+            .map_err(|_| {
+                Error::Unavailable(
+                    "core-svc's database did not answer in time: the change may or may not have been made, \
+                     read it back before retrying"
+                        .into(),
+                )
+            })?
             .map_err(|_| Error::Storage("the database writer dropped a transaction".into()))?
     }
 
