@@ -376,6 +376,25 @@ async fn quiet(frames: &AtomicU64) {
     }
 }
 
+/// The columns of the printed table, one per field of [`row`].
+const HEADERS: [&str; 15] = [
+    "rate/s",
+    "sent",
+    "not sent",
+    "delivered",
+    "lost",
+    "dup",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "p99.9 ms",
+    "max ms",
+    "core cpu s",
+    "edge cpu s",
+    "tool cpu s",
+    "frames/cpu-s",
+];
+
 fn row(r: &Value) -> Vec<String> {
     let l = &r["latency"];
     vec![
@@ -470,21 +489,6 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
         .await?;
     }
 
-    let headers = [
-        "rate/s",
-        "sent",
-        "delivered",
-        "lost",
-        "dup",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "max ms",
-        "core cpu s",
-        "edge cpu s",
-        "frames/cpu-s",
-    ];
     let mut rows: Vec<Vec<String>> = results.iter().map(row).collect();
     if !half.is_null() {
         rows.push(row(&half));
@@ -496,7 +500,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
         args.dialect,
         system.edges.len()
     );
-    report::table(&title, &headers, &rows);
+    report::table(&title, &HEADERS, &rows);
     if args.sweep {
         match best {
             Some(b) => println!(
@@ -557,6 +561,13 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_has_a_header_per_column() {
+        let r = json!({"offered_rate": 1.0, "sent": 1, "not_sent": 0, "delivered": 1, "lost": 0, "duplicated": 0,
+            "latency": {}, "cpu_secs": {}, "delivered_per_server_cpu_sec": 1.0});
+        assert_eq!(row(&r).len(), HEADERS.len());
+    }
 
     #[test]
     fn sequence_numbers_survive_both_dialects() {
