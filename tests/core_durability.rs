@@ -17,30 +17,13 @@ async fn a_restart_on_the_same_database_keeps_bookings_drivers_and_history() {
     let mut service = core.as_(Role::Service, "backend").await;
     service.driver_online("45", "van", PICKUP.0, PICKUP.1).await;
     let id = service.book("12", "van").await.unwrap().id;
-    service
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: id,
-            driver_id: "45".into(),
-        })
-        .await
-        .unwrap();
-    let first = service
-        .bookings
-        .get_booking(pb::GetBookingRequest { booking_id: id })
-        .await
-        .unwrap()
-        .into_inner();
+    service.accept(id, "45").await.unwrap();
+    let first = service.get(id).await.unwrap();
     core.stop().await;
 
     let core = spawn_core(&db, &[]).await;
     let mut service = core.as_(Role::Service, "backend").await;
-    let again = service
-        .bookings
-        .get_booking(pb::GetBookingRequest { booking_id: id })
-        .await
-        .unwrap()
-        .into_inner();
+    let again = service.get(id).await.unwrap();
     assert_eq!(
         again, first,
         "the booking, OTP included, is exactly as it was"
@@ -124,14 +107,7 @@ async fn resuming_from_a_cursor_replays_exactly_the_missed_events_then_goes_live
     drop(events); // the app goes away
 
     // What it missed: an accept (two events), a cancel, and a new booking.
-    driver
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: a,
-            driver_id: "45".into(),
-        })
-        .await
-        .unwrap();
+    driver.accept(a, "45").await.unwrap();
     driver.move_driver("45", 37.79, -122.40).await.unwrap(); // ephemeral: not replayed
     let cancel = pb::CancelBookingRequest {
         booking_id: a,
@@ -217,14 +193,7 @@ async fn positions_keep_increasing_offsets_past_a_resumed_cursor() {
     let mut service = core.as_(Role::Service, "backend").await;
     service.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
     let id = service.book("12", "car").await.unwrap().id;
-    service
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: id,
-            driver_id: "45".into(),
-        })
-        .await
-        .unwrap();
+    service.accept(id, "45").await.unwrap();
     let mut events = service.subscribe(&["user_12_bookings"]).await;
     for i in 0..3 {
         service
@@ -322,14 +291,7 @@ async fn unaccepted_bookings_widen_their_search_then_expire() {
             "driver_far_available_bookings offer_closed #{id} expired"
         )]
     );
-    let err = near
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: id,
-            driver_id: "near".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = near.accept(id, "near").await.unwrap_err();
     assert_eq!(
         (err.code(), err.message()),
         (

@@ -64,15 +64,7 @@ async fn a_whole_trip_as_rider_driver_and_admin_see_it() {
     );
     assert_eq!(o.booking.unwrap().pickup.unwrap().address, "123 Main St");
 
-    let accepted = driver
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: id,
-            driver_id: "45".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let accepted = driver.accept(id, "45").await.unwrap();
     assert_eq!(
         (accepted.status, accepted.driver_id.as_str()),
         (pb::BookingStatus::Accepted as i32, "45")
@@ -101,13 +93,7 @@ async fn a_whole_trip_as_rider_driver_and_admin_see_it() {
     );
 
     // The rider reads the OTP from GetBooking as well as from its topic.
-    let otp = rider
-        .bookings
-        .get_booking(pb::GetBookingRequest { booking_id: id })
-        .await
-        .unwrap()
-        .into_inner()
-        .otp;
+    let otp = rider.get(id).await.unwrap().otp;
     assert_eq!(otp.len(), 6);
 
     // While the trip is accepted and on trip, the driver's positions reach the rider.
@@ -176,15 +162,7 @@ async fn a_whole_trip_as_rider_driver_and_admin_see_it() {
         )]
     );
 
-    let done = driver
-        .bookings
-        .complete_trip(pb::CompleteTripRequest {
-            booking_id: id,
-            driver_id: "45".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let done = driver.complete(id, "45").await.unwrap();
     assert_eq!(done.status, pb::BookingStatus::Completed as i32);
     assert!(done.dropoff_time.is_some());
     assert_eq!(
@@ -268,14 +246,7 @@ async fn cancels_by_the_rider_and_by_the_driver() {
 
     // The driver cancels one it accepted: the rider hears it and the driver is free again.
     let second = rider.book("12", "car").await.unwrap().id;
-    driver
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: second,
-            driver_id: String::new(),
-        })
-        .await
-        .unwrap();
+    driver.accept(second, String::new()).await.unwrap();
     rider_events.take(3).await;
     driver_events.take(3).await;
     let cancel = pb::CancelBookingRequest {
@@ -320,21 +291,8 @@ async fn cancels_by_the_rider_and_by_the_driver() {
     );
 
     // A trip in progress cannot be cancelled.
-    driver
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: third,
-            driver_id: "45".into(),
-        })
-        .await
-        .unwrap();
-    let otp = rider
-        .bookings
-        .get_booking(pb::GetBookingRequest { booking_id: third })
-        .await
-        .unwrap()
-        .into_inner()
-        .otp;
+    driver.accept(third, "45").await.unwrap();
+    let otp = rider.get(third).await.unwrap().otp;
     driver
         .bookings
         .verify_otp(pb::VerifyOtpRequest {

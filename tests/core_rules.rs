@@ -56,12 +56,7 @@ async fn of_fifty_concurrent_accepts_exactly_one_wins() {
         }
     }
     assert_eq!(winners.len(), 1, "exactly one accept succeeds");
-    let booking = service
-        .bookings
-        .get_booking(pb::GetBookingRequest { booking_id: id })
-        .await
-        .unwrap()
-        .into_inner();
+    let booking = service.get(id).await.unwrap();
     assert_eq!(booking.driver_id, winners[0]);
     // Nothing half-written: only the winner went on a trip.
     let nearby = service
@@ -94,21 +89,8 @@ async fn five_wrong_otps_then_exhausted_until_the_rider_gets_a_new_one() {
     let mut driver = core.as_(Role::Driver, "45").await;
     driver.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
     let id = rider.book("12", "car").await.unwrap().id;
-    driver
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: id,
-            driver_id: "45".into(),
-        })
-        .await
-        .unwrap();
-    let otp = rider
-        .bookings
-        .get_booking(pb::GetBookingRequest { booking_id: id })
-        .await
-        .unwrap()
-        .into_inner()
-        .otp;
+    driver.accept(id, "45").await.unwrap();
+    let otp = rider.get(id).await.unwrap().otp;
     let wrong = if otp == "000000" { "111111" } else { "000000" };
     let verify = |otp: &str| pb::VerifyOtpRequest {
         booking_id: id,
@@ -342,14 +324,7 @@ async fn every_error_code_with_a_message_a_person_can_act_on() {
     // FAILED_PRECONDITION names the current status.
     service.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
     let id = rider.book("12", "car").await.unwrap().id;
-    let err = service
-        .bookings
-        .complete_trip(pb::CompleteTripRequest {
-            booking_id: id,
-            driver_id: "45".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = service.complete(id, "45").await.unwrap_err();
     assert_eq!(
         (err.code(), err.message()),
         (
@@ -358,14 +333,7 @@ async fn every_error_code_with_a_message_a_person_can_act_on() {
         )
     );
     service.driver_online("47", "car", 0.0, 0.0).await;
-    let err = service
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: id,
-            driver_id: "47".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = service.accept(id, "47").await.unwrap_err();
     assert_eq!(
         (err.code(), err.message()),
         (
@@ -373,14 +341,7 @@ async fn every_error_code_with_a_message_a_person_can_act_on() {
             format!("booking {id} was not offered to driver 47").as_str()
         )
     );
-    service
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: id,
-            driver_id: "45".into(),
-        })
-        .await
-        .unwrap();
+    service.accept(id, "45").await.unwrap();
     let busy = pb::SetDriverStatusRequest {
         driver_id: "45".into(),
         status: pb::DriverStatus::Offline as i32,
@@ -501,12 +462,7 @@ async fn roles_see_and_do_only_their_own() {
         ),
         Code::NotFound
     );
-    let seen = driver
-        .bookings
-        .get_booking(pb::GetBookingRequest { booking_id: id })
-        .await
-        .unwrap()
-        .into_inner();
+    let seen = driver.get(id).await.unwrap();
     assert_eq!(seen.id, id);
     assert_eq!(
         denied(driver.book("12", "car").await),
@@ -537,14 +493,7 @@ async fn roles_see_and_do_only_their_own() {
     );
 
     // During a trip the rider may locate its driver, other riders may not.
-    driver
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: id,
-            driver_id: "45".into(),
-        })
-        .await
-        .unwrap();
+    driver.accept(id, "45").await.unwrap();
     let loc = rider
         .locations
         .get_driver_location(pb::GetDriverLocationRequest {
@@ -563,27 +512,8 @@ async fn roles_see_and_do_only_their_own() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     // The OTP is the rider's alone.
-    assert_eq!(
-        driver
-            .bookings
-            .get_booking(pb::GetBookingRequest { booking_id: id })
-            .await
-            .unwrap()
-            .into_inner()
-            .otp,
-        ""
-    );
-    assert_eq!(
-        rider
-            .bookings
-            .get_booking(pb::GetBookingRequest { booking_id: id })
-            .await
-            .unwrap()
-            .into_inner()
-            .otp
-            .len(),
-        6
-    );
+    assert_eq!(driver.get(id).await.unwrap().otp, "");
+    assert_eq!(rider.get(id).await.unwrap().otp.len(), 6);
     core.stop().await;
 }
 
@@ -606,14 +536,7 @@ async fn offline_drivers_lose_their_offers_and_strangers_learn_nothing() {
     );
 
     // A driver the booking is not offered to hears NOT_FOUND, as for no booking at all.
-    let err = stranger
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: id,
-            driver_id: "99".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = stranger.accept(id, "99").await.unwrap_err();
     assert_eq!(
         (err.code(), err.message()),
         (
@@ -649,14 +572,7 @@ async fn offline_drivers_lose_their_offers_and_strangers_learn_nothing() {
             "driver_45_available_bookings offer_closed #{id} driver_offline"
         )]
     );
-    let err = driver
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: id,
-            driver_id: "45".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = driver.accept(id, "45").await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
 
     // Back online, a new booking is offered again; a service accepting for the driver
@@ -693,16 +609,6 @@ async fn offline_drivers_lose_their_offers_and_strangers_learn_nothing() {
         again.message(),
         format!("booking {next} was already accepted by driver 45: this accept is a repeat")
     );
-    assert_eq!(
-        service
-            .bookings
-            .get_booking(pb::GetBookingRequest { booking_id: next })
-            .await
-            .unwrap()
-            .into_inner()
-            .otp
-            .len(),
-        6
-    );
+    assert_eq!(service.get(next).await.unwrap().otp.len(), 6);
     core.stop().await;
 }

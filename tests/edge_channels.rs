@@ -66,21 +66,8 @@ async fn a_whole_trip_in_channels_frames() {
             "phone_number": "+1234567890", "dropoff_location": "456 Elm St"}})
     );
 
-    service
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: id,
-            driver_id: "45".into(),
-        })
-        .await
-        .unwrap();
-    let otp = service
-        .bookings
-        .get_booking(pb::GetBookingRequest { booking_id: id })
-        .await
-        .unwrap()
-        .into_inner()
-        .otp;
+    service.accept(id, "45").await.unwrap();
+    let otp = service.get(id).await.unwrap().otp;
     let accepted = json!({"status": "accepted", "booking_id": id, "pickup_location": "123 Main St",
         "phone_number": "+1234567890", "dropoff_location": "456 Elm St"});
     assert_eq!(
@@ -140,15 +127,7 @@ async fn a_whole_trip_in_channels_frames() {
                "current_longitude": "-122.41", "status": "on_trip"})
     );
 
-    let done = service
-        .bookings
-        .complete_trip(pb::CompleteTripRequest {
-            booking_id: id,
-            driver_id: "45".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let done = service.complete(id, "45").await.unwrap();
     let completed =
         json!({"status": "completed", "booking_id": id, "dropoff_time": at(done.dropoff_time)});
     assert_eq!(
@@ -212,14 +191,7 @@ async fn cancels_in_channels_frames() {
     rider.next().await;
     first.next().await;
     second.next().await;
-    service
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: id,
-            driver_id: "45".into(),
-        })
-        .await
-        .unwrap();
+    service.accept(id, "45").await.unwrap();
     assert_eq!(
         second.next().await,
         json!({"type": "available_booking_closed", "message": {"booking_id": id, "reason": "taken"}})

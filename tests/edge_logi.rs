@@ -47,23 +47,8 @@ async fn a_whole_trip_and_a_cancel_in_logi_frames() {
         json!({"user_id": "", "type": "status_update", "payload": status("Pending")})
     );
 
-    service
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: booking.id,
-            driver_id: "driver456".into(),
-        })
-        .await
-        .unwrap();
-    let otp = service
-        .bookings
-        .get_booking(pb::GetBookingRequest {
-            booking_id: booking.id,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .otp;
+    service.accept(booking.id, "driver456").await.unwrap();
+    let otp = service.get(booking.id).await.unwrap().otp;
     assert_eq!(
         rider.take(3).await,
         [
@@ -112,14 +97,7 @@ async fn a_whole_trip_and_a_cancel_in_logi_frames() {
         json!({"user_id": "", "type": "status_update", "payload": status("In Transit")})
     );
 
-    service
-        .bookings
-        .complete_trip(pb::CompleteTripRequest {
-            booking_id: booking.id,
-            driver_id: "driver456".into(),
-        })
-        .await
-        .unwrap();
+    service.complete(booking.id, "driver456").await.unwrap();
     assert_eq!(
         rider.next().await,
         json!({"user_id": "user123", "type": "status_update", "payload": status("Completed")})
@@ -180,21 +158,8 @@ async fn a_reconnecting_app_is_brought_up_to_date() {
     let mut service = core.as_(Role::Service, "backend").await;
     service.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
     let id = service.book("12", "car").await.unwrap().id;
-    service
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: id,
-            driver_id: "45".into(),
-        })
-        .await
-        .unwrap();
-    let otp = service
-        .bookings
-        .get_booking(pb::GetBookingRequest { booking_id: id })
-        .await
-        .unwrap()
-        .into_inner()
-        .otp;
+    service.accept(id, "45").await.unwrap();
+    let otp = service.get(id).await.unwrap().otp;
 
     // Connecting after the fact, each app first gets the state of its bookings in progress.
     let mut rider = edge

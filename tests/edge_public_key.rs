@@ -6,7 +6,6 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use logi::pb;
 use serde_json::json;
 use support::edge::spawn_edge;
 use support::*;
@@ -47,14 +46,7 @@ async fn public_key_mode_end_to_end() {
         .await;
     let id = service.book("12", "car").await.unwrap().id;
     assert_eq!(rider.next().await["message"]["booking_id"], id);
-    service
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: id,
-            driver_id: "45".into(),
-        })
-        .await
-        .unwrap();
+    service.accept(id, "45").await.unwrap();
     assert_eq!(rider.next().await["message"]["status"], "accepted");
 
     // An HS256 token, whatever its secret, is not accepted when the key is pinned.

@@ -16,14 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 async fn trip(service: &mut Client) -> u64 {
     service.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
     let id = service.book("12", "car").await.unwrap().id;
-    service
-        .bookings
-        .accept_booking(pb::AcceptBookingRequest {
-            booking_id: id,
-            driver_id: "45".into(),
-        })
-        .await
-        .unwrap();
+    service.accept(id, "45").await.unwrap();
     id
 }
 
@@ -47,13 +40,7 @@ async fn a_core_restart_mid_trip_goes_unnoticed_by_the_rider() {
     core.stop().await;
     let core = spawn_core_on(&addr.to_string(), &db, &[]).await;
     let mut service = core.as_(Role::Service, "backend").await;
-    let otp = service
-        .bookings
-        .get_booking(pb::GetBookingRequest { booking_id: id })
-        .await
-        .unwrap()
-        .into_inner()
-        .otp;
+    let otp = service.get(id).await.unwrap().otp;
     service
         .bookings
         .verify_otp(pb::VerifyOtpRequest {
@@ -71,14 +58,7 @@ async fn a_core_restart_mid_trip_goes_unnoticed_by_the_rider() {
         rider.next().await,
         json!({"type": "location_update", "driver_id": 45, "current_latitude": "37.78", "current_longitude": "-122.41", "status": "on_trip"})
     );
-    service
-        .bookings
-        .complete_trip(pb::CompleteTripRequest {
-            booking_id: id,
-            driver_id: "45".into(),
-        })
-        .await
-        .unwrap();
+    service.complete(id, "45").await.unwrap();
     assert_eq!(rider.next().await["message"]["status"], "completed");
     rider.assert_quiet().await;
     edge.stop().await;

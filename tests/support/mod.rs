@@ -151,6 +151,53 @@ impl Client {
             .booking_id)
     }
 
+    pub async fn accept(
+        &mut self,
+        booking_id: u64,
+        driver: impl Into<String>,
+    ) -> Result<pb::Booking, Status> {
+        let req = pb::AcceptBookingRequest {
+            booking_id,
+            driver_id: driver.into(),
+        };
+        Ok(self.bookings.accept_booking(req).await?.into_inner())
+    }
+
+    pub async fn verify(
+        &mut self,
+        booking_id: u64,
+        driver: impl Into<String>,
+        otp: impl Into<String>,
+    ) -> Result<pb::Booking, Status> {
+        let req = pb::VerifyOtpRequest {
+            booking_id,
+            driver_id: driver.into(),
+            otp: otp.into(),
+        };
+        Ok(self.bookings.verify_otp(req).await?.into_inner())
+    }
+
+    pub async fn complete(
+        &mut self,
+        booking_id: u64,
+        driver: impl Into<String>,
+    ) -> Result<pb::Booking, Status> {
+        let req = pb::CompleteTripRequest {
+            booking_id,
+            driver_id: driver.into(),
+        };
+        Ok(self.bookings.complete_trip(req).await?.into_inner())
+    }
+
+    /// The booking as this client may see it.
+    pub async fn get(&mut self, booking_id: u64) -> Result<pb::Booking, Status> {
+        Ok(self
+            .bookings
+            .get_booking(pb::GetBookingRequest { booking_id })
+            .await?
+            .into_inner())
+    }
+
     pub async fn book(&mut self, user: &str, vehicle: &str) -> Result<pb::Booking, Status> {
         Ok(self
             .bookings
