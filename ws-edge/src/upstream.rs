@@ -27,6 +27,8 @@ use crate::dialect::inbound::Position;
 
 /// Lifetime of a minted service token; a stream outliving it is resumed with a new one.
 const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// Cancelled streams remembered on the connection to core-svc (see `Upstream::new`).
+const MAX_REMEMBERED_RESETS: usize = 100_000;
 /// Deadline of unary calls to core-svc.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -67,6 +69,14 @@ impl Upstream {
             // the others, a modest stream window bounds what each may hold.
             .initial_connection_window_size(32 * 1024 * 1024)
             .initial_stream_window_size(1024 * 1024)
+            // Each app that leaves cancels its stream. h2 remembers only a few
+            // cancelled streams (so frames still in flight on them are ignored); when
+            // thousands leave at once the rest count as protocol errors, and after 1024
+            // of those h2 tears the whole connection down, forcing every session to
+            // resubscribe at once. This connection carries one stream per app, so it
+            // remembers as many cancellations as an edge holds apps.
+            .http2_max_concurrent_reset_streams(MAX_REMEMBERED_RESETS)
+            .http2_max_local_error_reset_streams(MAX_REMEMBERED_RESETS)
             .connect_lazy();
         Ok(Self {
             channel,

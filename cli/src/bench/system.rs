@@ -93,6 +93,7 @@ fn spawn(name: String, bin: &Path, args: &[String], secret: &str) -> anyhow::Res
     };
     let stderr = proc.child.stderr.take().context("no stderr")?;
     let (tx, rx) = std::sync::mpsc::channel();
+    let label = proc.name.clone();
     std::thread::spawn(move || {
         // Keeps draining stderr for the life of the process, so it never blocks on it.
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -103,7 +104,7 @@ fn spawn(name: String, bin: &Path, args: &[String], secret: &str) -> anyhow::Res
                     .map(str::to_owned);
                 let _ = tx.send(addr);
             } else if line.contains("ERROR") || line.contains("WARN") {
-                eprintln!("  [server] {line}");
+                eprintln!("  [{label}] {line}");
             }
         }
     });
