@@ -225,15 +225,6 @@ impl Schedule {
     pub fn settled(&self, id: BookingId) {
         self.plan().forget(id);
     }
-
-    /// Bookings being followed.
-    pub fn len(&self) -> usize {
-        self.plan().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Carries out the [`Schedule`] against the store and the driver registry.

@@ -8,6 +8,7 @@
 //! backoff, until the outage limit.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use logi::auth::{Principal, Role, Signer};
@@ -18,7 +19,7 @@ use logi::pb::{
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status, Streaming};
 
@@ -42,10 +43,16 @@ pub enum Credential {
     Static(String),
 }
 
+/// An `authorization` value and, if minted, when to renew it.
+type Header = (MetadataValue<Ascii>, Option<Instant>);
+
 #[derive(Clone)]
 pub struct Upstream {
     channel: Channel,
     credential: Credential,
+    /// The `authorization` value in use, and when a minted one is renewed. Minting
+    /// (HMAC, JSON, base64) is not done per call: every GPS ping is one.
+    header: Arc<Mutex<Option<Header>>>,
     outage_limit: Duration,
 }
 
@@ -81,22 +88,39 @@ impl Upstream {
         Ok(Self {
             channel,
             credential,
+            header: Arc::default(),
             outage_limit,
         })
     }
 
-    fn request<T>(&self, body: T) -> Result<Request<T>, Status> {
-        let token = match &self.credential {
-            Credential::Mint(signer) => signer
-                .mint("ws-edge", Role::Service, SERVICE_TOKEN_TTL)
-                .map_err(|e| Status::internal(e.to_string()))?,
-            Credential::Static(token) => token.clone(),
+    /// The `authorization` value: a configured token, or a minted one renewed when
+    /// half its lifetime has passed.
+    fn header(&self) -> Result<MetadataValue<Ascii>, Status> {
+        let mut cached = self.header.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((value, renew_at)) = cached.as_ref()
+            && renew_at.is_none_or(|at| Instant::now() < at)
+        {
+            return Ok(value.clone());
+        }
+        let (token, renew_at) = match &self.credential {
+            Credential::Mint(signer) => {
+                let token = signer
+                    .mint("ws-edge", Role::Service, SERVICE_TOKEN_TTL)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                (token, Some(Instant::now() + SERVICE_TOKEN_TTL / 2))
+            }
+            Credential::Static(token) => (token.clone(), None),
         };
-        let mut req = Request::new(body);
-        let value: MetadataValue<_> = format!("Bearer {token}")
+        let value: MetadataValue<Ascii> = format!("Bearer {token}")
             .parse()
             .map_err(|_| Status::internal("the service token is not a valid header value"))?;
-        req.metadata_mut().insert("authorization", value);
+        *cached = Some((value.clone(), renew_at));
+        Ok(value)
+    }
+
+    fn request<T>(&self, body: T) -> Result<Request<T>, Status> {
+        let mut req = Request::new(body);
+        req.metadata_mut().insert("authorization", self.header()?);
         Ok(req)
     }
 
@@ -321,5 +345,51 @@ impl Feed {
             }
         });
         rx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_service_token_is_minted_once_not_per_call() {
+        let signer = Signer::hs256(b"0123456789abcdef0123456789abcdef");
+        let minted = Upstream::new(
+            "http://127.0.0.1:1",
+            Credential::Mint(signer),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(
+            minted
+                .header()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer ey")
+        );
+        // A value planted in the cache comes back while fresh: nothing was minted...
+        let planted: MetadataValue<Ascii> = "Bearer planted".parse().unwrap();
+        let fresh = Instant::now() + Duration::from_secs(60);
+        *minted.header.lock().unwrap() = Some((planted.clone(), Some(fresh)));
+        assert_eq!(minted.header().unwrap(), planted);
+        // ...and once due for renewal a new token replaces it.
+        *minted.header.lock().unwrap() = Some((planted.clone(), Some(Instant::now())));
+        assert!(
+            minted
+                .header()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer ey")
+        );
+        let fixed = Upstream::new(
+            "http://127.0.0.1:1",
+            Credential::Static("abc".into()),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(fixed.header().unwrap(), "Bearer abc");
     }
 }
