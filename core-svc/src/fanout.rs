@@ -90,37 +90,8 @@ pub fn driver_status(
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
 
     use super::*;
-    use crate::model::{GeoPoint, Place};
-
-    fn booking(status: BookingStatus, driver: Option<&str>) -> Booking {
-        let place = Place {
-            point: GeoPoint { lat: 1.0, lon: 2.0 },
-            address: "x".into(),
-        };
-        Booking {
-            id: 5,
-            user_id: Id::new("12").unwrap(),
-            driver_id: driver.map(|d| Id::new(d).unwrap()),
-            status,
-            pickup: place.clone(),
-            dropoff: place,
-            vehicle_type: "car".into(),
-            price_estimate: 3.0,
-            distance_m: 10.0,
-            phone_number: String::new(),
-            otp: Some("123456".into()),
-            otp_failures: 0,
-            cancelled_by: None,
-            cancel_reason: String::new(),
-            pickup_time: None,
-            dropoff_time: None,
-            created_at: SystemTime::UNIX_EPOCH,
-            updated_at: SystemTime::UNIX_EPOCH,
-        }
-    }
 
     fn names(out: &Outgoing) -> Vec<String> {
         out.iter().map(|(t, _)| t.to_string()).collect()
@@ -130,13 +101,13 @@ mod tests {
     fn status_changes_reach_rider_driver_and_admins_without_the_otp() {
         assert_eq!(
             names(&booking_changed(
-                &booking(BookingStatus::Pending, None),
+                &Booking::example(5, "12", BookingStatus::Pending, None),
                 None
             )),
             ["user_12_bookings", "admins"]
         );
         let out = booking_changed(
-            &booking(BookingStatus::Accepted, Some("45")),
+            &Booking::example(5, "12", BookingStatus::Accepted, Some("45")),
             Some(BookingStatus::Pending),
         );
         assert_eq!(
@@ -154,7 +125,7 @@ mod tests {
 
     #[test]
     fn the_winner_hears_accepted_and_the_others_taken() {
-        let b = booking(BookingStatus::Accepted, Some("45"));
+        let b = Booking::example(5, "12", BookingStatus::Accepted, Some("45"));
         let drivers = [Id::new("45").unwrap(), Id::new("46").unwrap()];
         let out = offers_closed(&b, &drivers, offer_closed::Reason::Taken);
         let reasons: Vec<_> = out
@@ -183,7 +154,7 @@ mod tests {
     fn otps_go_to_the_rider_only() {
         assert_eq!(
             names(&otp_issued(
-                &booking(BookingStatus::Accepted, Some("45")),
+                &Booking::example(5, "12", BookingStatus::Accepted, Some("45")),
                 "123456"
             )),
             ["user_12_bookings"]

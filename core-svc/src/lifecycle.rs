@@ -97,50 +97,21 @@ pub fn next(booking: &Booking, action: Action<'_>) -> Result<BookingStatus, Erro
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
 
     use super::*;
-    use crate::model::{GeoPoint, Place};
     use tonic::Code;
-
-    fn booking(status: BookingStatus, driver: Option<&str>) -> Booking {
-        let place = Place {
-            point: GeoPoint { lat: 0.0, lon: 0.0 },
-            address: String::new(),
-        };
-        Booking {
-            id: 7,
-            user_id: Id::new("1").unwrap(),
-            driver_id: driver.map(|d| Id::new(d).unwrap()),
-            status,
-            pickup: place.clone(),
-            dropoff: place,
-            vehicle_type: "car".into(),
-            price_estimate: 0.0,
-            distance_m: 0.0,
-            phone_number: String::new(),
-            otp: None,
-            otp_failures: 0,
-            cancelled_by: None,
-            cancel_reason: String::new(),
-            pickup_time: None,
-            dropoff_time: None,
-            created_at: SystemTime::UNIX_EPOCH,
-            updated_at: SystemTime::UNIX_EPOCH,
-        }
-    }
 
     #[test]
     fn the_happy_path() {
         let d = Id::new("9").unwrap();
         assert_eq!(
             next(
-                &booking(BookingStatus::Pending, None),
+                &Booking::example(7, "1", BookingStatus::Pending, None),
                 Action::Accept { driver: &d }
             ),
             Ok(BookingStatus::Accepted)
         );
-        let accepted = booking(BookingStatus::Accepted, Some("9"));
+        let accepted = Booking::example(7, "1", BookingStatus::Accepted, Some("9"));
         assert_eq!(
             next(&accepted, Action::VerifyOtp { driver: &d }),
             Ok(BookingStatus::OnTrip)
@@ -149,13 +120,16 @@ mod tests {
             next(&accepted, Action::IssueOtp),
             Ok(BookingStatus::Accepted)
         );
-        let on_trip = booking(BookingStatus::OnTrip, Some("9"));
+        let on_trip = Booking::example(7, "1", BookingStatus::OnTrip, Some("9"));
         assert_eq!(
             next(&on_trip, Action::Complete { driver: &d }),
             Ok(BookingStatus::Completed)
         );
         assert_eq!(
-            next(&booking(BookingStatus::Pending, None), Action::Expire),
+            next(
+                &Booking::example(7, "1", BookingStatus::Pending, None),
+                Action::Expire
+            ),
             Ok(BookingStatus::Expired)
         );
     }
@@ -169,12 +143,15 @@ mod tests {
             BookingStatus::Completed,
         ] {
             assert_eq!(
-                next(&booking(status, Some("9")), Action::Accept { driver: &d }),
+                next(
+                    &Booking::example(7, "1", status, Some("9")),
+                    Action::Accept { driver: &d }
+                ),
                 Err(Error::Taken(7))
             );
         }
         let err = next(
-            &booking(BookingStatus::Cancelled, None),
+            &Booking::example(7, "1", BookingStatus::Cancelled, None),
             Action::Accept { driver: &d },
         )
         .unwrap_err();
@@ -188,7 +165,7 @@ mod tests {
     fn a_repeated_accept_by_the_winner_says_so() {
         let d = Id::new("9").unwrap();
         let err = next(
-            &booking(BookingStatus::Accepted, Some("9")),
+            &Booking::example(7, "1", BookingStatus::Accepted, Some("9")),
             Action::Accept { driver: &d },
         )
         .unwrap_err();
@@ -208,11 +185,17 @@ mod tests {
             driver: None,
         };
         assert_eq!(
-            next(&booking(BookingStatus::Pending, None), by_user),
+            next(
+                &Booking::example(7, "1", BookingStatus::Pending, None),
+                by_user
+            ),
             Ok(BookingStatus::Cancelled)
         );
         assert_eq!(
-            next(&booking(BookingStatus::Accepted, Some("9")), by_user),
+            next(
+                &Booking::example(7, "1", BookingStatus::Accepted, Some("9")),
+                by_user
+            ),
             Ok(BookingStatus::Cancelled)
         );
         let by_9 = Action::Cancel {
@@ -220,7 +203,10 @@ mod tests {
             driver: Some(&d9),
         };
         assert_eq!(
-            next(&booking(BookingStatus::Accepted, Some("9")), by_9),
+            next(
+                &Booking::example(7, "1", BookingStatus::Accepted, Some("9")),
+                by_9
+            ),
             Ok(BookingStatus::Cancelled)
         );
         let by_8 = Action::Cancel {
@@ -228,18 +214,28 @@ mod tests {
             driver: Some(&d8),
         };
         assert_eq!(
-            next(&booking(BookingStatus::Accepted, Some("9")), by_8)
-                .unwrap_err()
-                .code(),
+            next(
+                &Booking::example(7, "1", BookingStatus::Accepted, Some("9")),
+                by_8
+            )
+            .unwrap_err()
+            .code(),
             Code::FailedPrecondition
         );
         assert_eq!(
-            next(&booking(BookingStatus::Pending, None), by_9)
-                .unwrap_err()
-                .code(),
+            next(
+                &Booking::example(7, "1", BookingStatus::Pending, None),
+                by_9
+            )
+            .unwrap_err()
+            .code(),
             Code::FailedPrecondition
         );
-        let err = next(&booking(BookingStatus::OnTrip, Some("9")), by_user).unwrap_err();
+        let err = next(
+            &Booking::example(7, "1", BookingStatus::OnTrip, Some("9")),
+            by_user,
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "booking 7 is on_trip: a trip in progress cannot be cancelled, only completed"
@@ -250,7 +246,7 @@ mod tests {
             BookingStatus::Expired,
         ] {
             assert!(matches!(
-                next(&booking(status, Some("9")), by_user),
+                next(&Booking::example(7, "1", status, Some("9")), by_user),
                 Err(Error::WrongStatus { .. })
             ));
         }
@@ -260,21 +256,21 @@ mod tests {
     fn only_the_assigned_driver_starts_and_completes() {
         let d8 = Id::new("8").unwrap();
         let err = next(
-            &booking(BookingStatus::Accepted, Some("9")),
+            &Booking::example(7, "1", BookingStatus::Accepted, Some("9")),
             Action::VerifyOtp { driver: &d8 },
         )
         .unwrap_err();
         assert_eq!(err.to_string(), "booking 7 was not accepted by driver 8");
         assert!(
             next(
-                &booking(BookingStatus::OnTrip, Some("9")),
+                &Booking::example(7, "1", BookingStatus::OnTrip, Some("9")),
                 Action::Complete { driver: &d8 }
             )
             .is_err()
         );
         assert!(
             next(
-                &booking(BookingStatus::Accepted, Some("9")),
+                &Booking::example(7, "1", BookingStatus::Accepted, Some("9")),
                 Action::Complete {
                     driver: &Id::new("9").unwrap()
                 }
@@ -283,11 +279,17 @@ mod tests {
         );
         assert!(
             next(
-                &booking(BookingStatus::Pending, None),
+                &Booking::example(7, "1", BookingStatus::Pending, None),
                 Action::VerifyOtp { driver: &d8 }
             )
             .is_err()
         );
-        assert!(next(&booking(BookingStatus::Expired, None), Action::Expire).is_err());
+        assert!(
+            next(
+                &Booking::example(7, "1", BookingStatus::Expired, None),
+                Action::Expire
+            )
+            .is_err()
+        );
     }
 }

@@ -252,6 +252,37 @@ impl Booking {
     }
 }
 
+#[cfg(test)]
+impl Booking {
+    /// A booking for tests: rider `user`, optionally a driver, with an OTP.
+    pub fn example(id: BookingId, user: &str, status: BookingStatus, driver: Option<&str>) -> Self {
+        let place = Place {
+            point: GeoPoint { lat: 1.0, lon: 2.0 },
+            address: "x".into(),
+        };
+        Self {
+            id,
+            user_id: Id::new(user).unwrap(),
+            driver_id: driver.map(|d| Id::new(d).unwrap()),
+            status,
+            pickup: place.clone(),
+            dropoff: place,
+            vehicle_type: "car".into(),
+            price_estimate: 3.0,
+            distance_m: 10.0,
+            phone_number: String::new(),
+            otp: Some("123456".into()),
+            otp_failures: 0,
+            cancelled_by: None,
+            cancel_reason: String::new(),
+            pickup_time: None,
+            dropoff_time: None,
+            created_at: SystemTime::UNIX_EPOCH,
+            updated_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+}
+
 /// A driver as the registry and the database know it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Driver {

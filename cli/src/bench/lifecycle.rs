@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use logi::auth::Role;
+use logi::client::Clients;
 use logi::pb;
 use serde_json::json;
 use tokio::time::Instant;
@@ -88,6 +89,94 @@ async fn watch(system: &System, rider: &str, edge: usize, seen: Seen) -> anyhow:
     Ok(())
 }
 
+/// One booking through create → accept → read the OTP → verify → complete, each
+/// call timed into `latency`. On failure: the booking to clean up, if one exists.
+async fn one_lifecycle(
+    c: &mut Clients,
+    i: usize,
+    latency: &mut [Histogram<u64>],
+) -> Result<u64, Option<u64>> {
+    let driver = format!("d{i}");
+    let at = fixture::place(i);
+    let place = |dlat: f64| {
+        Some(pb::Place {
+            latitude: at.0 + dlat,
+            longitude: at.1,
+            address: "bench".into(),
+        })
+    };
+    let mut timed = |call: usize, since: Instant| {
+        latency[call].saturating_record(since.elapsed().as_micros().max(1) as u64);
+    };
+    let t = Instant::now();
+    let create = pb::CreateBookingRequest {
+        user_id: format!("r{i}"),
+        pickup: place(0.0),
+        dropoff: place(0.01),
+        vehicle_type: "car".into(),
+        phone_number: String::new(),
+    };
+    let id = c
+        .bookings
+        .create_booking(create)
+        .await
+        .map_err(|_| None)?
+        .into_inner()
+        .id;
+    timed(0, t);
+    let t = Instant::now();
+    let accept = pb::AcceptBookingRequest {
+        booking_id: id,
+        driver_id: driver.clone(),
+    };
+    c.bookings
+        .accept_booking(accept)
+        .await
+        .map_err(|_| Some(id))?;
+    timed(1, t);
+    let t = Instant::now();
+    let otp = c
+        .bookings
+        .get_booking(pb::GetBookingRequest { booking_id: id })
+        .await
+        .map_err(|_| Some(id))?
+        .into_inner()
+        .otp;
+    timed(2, t);
+    let t = Instant::now();
+    let verify = pb::VerifyOtpRequest {
+        booking_id: id,
+        driver_id: driver.clone(),
+        otp,
+    };
+    c.bookings.verify_otp(verify).await.map_err(|_| Some(id))?;
+    timed(3, t);
+    let t = Instant::now();
+    c.bookings
+        .complete_trip(pb::CompleteTripRequest {
+            booking_id: id,
+            driver_id: driver,
+        })
+        .await
+        .map_err(|_| Some(id))?;
+    timed(4, t);
+    Ok(id)
+}
+
+/// After a failed step: cancel its booking (freeing the driver, where it is not yet
+/// on trip) and back off, so one failure does not turn into a tight loop.
+async fn recover(c: &mut Clients, booking: Option<u64>) {
+    if let Some(id) = booking {
+        let cancel = pb::CancelBookingRequest {
+            booking_id: id,
+            cancelled_by: pb::Canceller::User as i32,
+            reason: "bench".into(),
+        };
+        let _ = c.bookings.cancel_booking(cancel).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
 /// Runs the scenario.
 ///
 /// # Errors
@@ -129,98 +218,14 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
                 CALLS.iter().map(|_| report::histogram()).collect();
             let mut done: Vec<u64> = Vec::new();
             let mut failures = 0u64;
-            let at = fixture::place(i);
-            let place = |dlat: f64| {
-                Some(pb::Place {
-                    latitude: at.0 + dlat,
-                    longitude: at.1,
-                    address: "bench".into(),
-                })
-            };
-            // A step that failed leaves its booking cancelled (freeing the driver) and
-            // the worker backing off, so one failure does not turn into a tight loop.
-            async fn recover(c: &mut logi::client::Clients, id: Option<u64>) {
-                if let Some(id) = id {
-                    let cancel = pb::CancelBookingRequest {
-                        booking_id: id,
-                        cancelled_by: pb::Canceller::User as i32,
-                        reason: "bench".into(),
-                    };
-                    let _ = c.bookings.cancel_booking(cancel).await;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
             while Instant::now() < deadline {
-                let mut timed = |call: usize, t: Instant| {
-                    latency[call].saturating_record(t.elapsed().as_micros().max(1) as u64);
-                };
-                let t = Instant::now();
-                let req = pb::CreateBookingRequest {
-                    user_id: format!("r{i}"),
-                    pickup: place(0.0),
-                    dropoff: place(0.01),
-                    vehicle_type: "car".into(),
-                    phone_number: String::new(),
-                };
-                let Ok(b) = c.bookings.create_booking(req).await else {
-                    failures += 1;
-                    recover(&mut c, None).await;
-                    continue;
-                };
-                timed(0, t);
-                let id = b.into_inner().id;
-                let t = Instant::now();
-                if c.bookings
-                    .accept_booking(pb::AcceptBookingRequest {
-                        booking_id: id,
-                        driver_id: format!("d{i}"),
-                    })
-                    .await
-                    .is_err()
-                {
-                    failures += 1;
-                    recover(&mut c, Some(id)).await;
-                    continue;
+                match one_lifecycle(&mut c, i, &mut latency).await {
+                    Ok(id) => done.push(id),
+                    Err(booking) => {
+                        failures += 1;
+                        recover(&mut c, booking).await;
+                    }
                 }
-                timed(1, t);
-                let t = Instant::now();
-                let Ok(got) = c
-                    .bookings
-                    .get_booking(pb::GetBookingRequest { booking_id: id })
-                    .await
-                else {
-                    failures += 1;
-                    recover(&mut c, Some(id)).await;
-                    continue;
-                };
-                timed(2, t);
-                let t = Instant::now();
-                let verify = pb::VerifyOtpRequest {
-                    booking_id: id,
-                    driver_id: format!("d{i}"),
-                    otp: got.into_inner().otp,
-                };
-                if c.bookings.verify_otp(verify).await.is_err() {
-                    failures += 1;
-                    recover(&mut c, Some(id)).await;
-                    continue;
-                }
-                timed(3, t);
-                let t = Instant::now();
-                if c.bookings
-                    .complete_trip(pb::CompleteTripRequest {
-                        booking_id: id,
-                        driver_id: format!("d{i}"),
-                    })
-                    .await
-                    .is_err()
-                {
-                    failures += 1;
-                    recover(&mut c, Some(id)).await;
-                    continue;
-                }
-                timed(4, t);
-                done.push(id);
             }
             (latency, done, failures)
         }));
