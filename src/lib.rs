@@ -4,6 +4,7 @@
 //! - [`pb`]: the generated protobuf types and gRPC clients and servers of `proto/logi/v1`.
 //! - [`auth`]: JWT verification and the principal a token names.
 //! - [`client`]: gRPC clients that carry a bearer token.
+//! - [`codec`]: the protobuf codec of the services, with small per-call buffers.
 //! - [`topic`]: the topic names of the event log and who may read them.
 //! - [`id`]: validation of rider and driver ids.
 //! - [`jwt_args`]: the JWT flags both processes share.
@@ -21,6 +22,7 @@ pub mod pb {
 
 pub mod auth;
 pub mod client;
+pub mod codec;
 pub mod id;
 pub mod jwt_args;
 pub mod logging;

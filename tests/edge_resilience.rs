@@ -214,7 +214,11 @@ async fn a_client_that_answers_no_pings_is_closed_with_4002() {
 async fn a_client_that_does_not_keep_up_is_closed_with_1013() {
     let dir = tempfile::tempdir().unwrap();
     let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
-    let edge = spawn_edge(core.addr, &["--outbound-queue", "8"]).await;
+    let edge = spawn_edge(
+        core.addr,
+        &["--outbound-queue", "8", "--send-buffer", "8192"],
+    )
+    .await;
     let mut service = core.as_(Role::Service, "backend").await;
     trip(&mut service).await;
 
@@ -229,6 +233,8 @@ async fn a_client_that_does_not_keep_up_is_closed_with_1013() {
             .unwrap();
     let mut slow = Ws(stream);
 
+    // Far more than the kernel's buffers on both sides of the socket hold, so the
+    // edge's own queue must fill.
     let positions = (0..20_000).map(|i| pb::UpdateDriverLocationRequest {
         driver_id: "45".into(),
         latitude: 37.7 + f64::from(i % 1000) * 1e-4,
@@ -274,11 +280,11 @@ impl SendBinary
 async fn edges_can_share_a_port() {
     let dir = tempfile::tempdir().unwrap();
     let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
-    let first = ws_edge::server::bind("127.0.0.1:0".parse().unwrap(), true).unwrap();
+    let first = ws_edge::server::bind("127.0.0.1:0".parse().unwrap(), true, None).unwrap();
     let addr = first.local_addr().unwrap();
     // Without SO_REUSEPORT a second bind to the same port is refused.
-    assert!(ws_edge::server::bind(addr, false).is_err());
-    let second = ws_edge::server::bind(addr, true).unwrap();
+    assert!(ws_edge::server::bind(addr, false, None).is_err());
+    let second = ws_edge::server::bind(addr, true, None).unwrap();
     let start = |listener| {
         let config = <ws_edge::Config as clap::Parser>::try_parse_from([
             "ws-edge",

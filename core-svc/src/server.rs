@@ -24,6 +24,8 @@ use crate::store::{CommitSink, Store};
 
 /// How often retention runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Cancelled-before-accepted streams h2 tolerates at once on one connection.
+const MAX_PENDING_ACCEPT_RESETS: usize = 16_384;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +138,13 @@ pub async fn run(
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // A ws-edge carries one Subscribe stream per connected app on one HTTP/2
+        // connection. When thousands of apps leave at once, it cancels thousands of
+        // streams, some before this server has taken them up; past this many such
+        // cancellations pending at once, h2 ends the whole connection (its guard
+        // against "rapid reset" floods), which would cut off every other app on
+        // that edge. Large enough for a mass disconnect, still a bound.
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
         .trace_fn(|req| tracing::info_span!("rpc", path = %req.uri().path()))
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -38,6 +38,13 @@ pub struct Config {
     #[arg(long, env = "LOGI_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
     pub max_frame_bytes: usize,
 
+    /// Kernel send buffer of each client socket in bytes (SO_SNDBUF). Unset, the
+    /// kernel sizes it, up to 4 MiB on Linux for a client that stops reading; a
+    /// smaller one bounds what such a client holds and has it closed with 1013
+    /// sooner.
+    #[arg(long, env = "LOGI_WS_SEND_BUFFER")]
+    pub send_buffer: Option<u32>,
+
     /// Frames queued per connection; a client that falls further behind is closed with 1013.
     #[arg(long, env = "LOGI_OUTBOUND_QUEUE", default_value_t = 256)]
     pub outbound_queue: usize,
@@ -72,6 +79,9 @@ impl Config {
         }
         if self.max_frame_bytes < 1024 {
             return Err("LOGI_MAX_FRAME_BYTES must be at least 1024".into());
+        }
+        if self.send_buffer.is_some_and(|b| b < 4096) {
+            return Err("LOGI_WS_SEND_BUFFER must be at least 4096 (bytes)".into());
         }
         if self.outbound_queue == 0 {
             return Err("LOGI_OUTBOUND_QUEUE must be at least 1".into());
@@ -111,5 +121,13 @@ mod tests {
             "localhost:1",
         ]);
         assert!(core.validate().unwrap_err().contains("LOGI_CORE_URL"));
+        assert_eq!(c.send_buffer, None, "the kernel sizes it unless told");
+        let tiny = parse(&[
+            "--jwt-secret",
+            "0123456789abcdef0123456789abcdef",
+            "--send-buffer",
+            "100",
+        ]);
+        assert!(tiny.validate().unwrap_err().contains("LOGI_WS_SEND_BUFFER"));
     }
 }

@@ -15,15 +15,16 @@
 //!   parsing of inbound frames.
 //! - [`upstream`]: the core-svc side: the service credential, Subscribe with resume
 //!   and backoff, snapshots of active bookings, location forwarding.
-//! - [`session`]: one connection: the select loop over client frames, upstream
-//!   events, pings, token expiry and shutdown; a bounded outbound queue drained by a
-//!   writer that flushes once per batch.
+//! - [`session`]: one connection, one task: the select loop over client frames,
+//!   upstream events, the outbox, pings, token expiry and shutdown.
+//! - [`outbox`]: a connection's bounded queue of frames, written in batches with
+//!   one flush each.
 //! - [`close`]: the close codes, and the one place a gRPC status becomes a close
 //!   code or an error frame.
 //!
 //! # Data flow
 //! ```text
-//! core-svc ──Subscribe──▶ upstream ──Event──▶ session ──dialect::render──▶ outbound queue ──▶ writer ──▶ socket
+//! core-svc ──Subscribe──▶ upstream ──Event──▶ session ──dialect::render──▶ outbox ──batch, flush──▶ socket
 //! socket ──▶ session ──dialect::parse_inbound──▶ upstream::forward_location ──UpdateDriverLocation──▶ core-svc
 //! ```
 
@@ -31,6 +32,7 @@ pub mod close;
 pub mod config;
 pub mod dialect;
 pub mod handshake;
+pub mod outbox;
 pub mod route;
 pub mod server;
 pub mod session;

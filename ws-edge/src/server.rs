@@ -23,9 +23,10 @@ use crate::handshake;
 use crate::session::{self, Session, Settings};
 use crate::upstream::{Credential, Feed, Upstream};
 
-/// tungstenite's buffers are 128 KiB by default; a few KiB per connection is enough
-/// for small JSON frames and is what lets one process hold many connections.
-const READ_BUFFER: usize = 4 * 1024;
+/// tungstenite's read buffer is 128 KiB by default, allocated for every connection.
+/// Apps send a few small JSON frames (a GPS position is under 100 bytes); a bigger
+/// frame makes the buffer grow to its length, up to the frame limit.
+const READ_BUFFER: usize = 512;
 /// Frames accumulate up to this much before going to the socket (or at each flush).
 const WRITE_BUFFER: usize = 8 * 1024;
 /// A hard cap on what one connection's writer may hold: past it the writer waits for
@@ -41,11 +42,16 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Binds the listening socket, with SO_REUSEPORT when asked for.
+/// Binds the listening socket, with SO_REUSEPORT when asked for. A send buffer
+/// size set here is inherited by every accepted connection.
 ///
 /// # Errors
 /// When the address cannot be bound.
-pub fn bind(addr: std::net::SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+pub fn bind(
+    addr: std::net::SocketAddr,
+    reuse_port: bool,
+    send_buffer: Option<u32>,
+) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -54,6 +60,9 @@ pub fn bind(addr: std::net::SocketAddr, reuse_port: bool) -> std::io::Result<Tcp
     socket.set_reuseaddr(true)?;
     if reuse_port {
         socket.set_reuseport(true)?;
+    }
+    if let Some(bytes) = send_buffer {
+        socket.set_send_buffer_size(bytes)?;
     }
     socket.bind(addr)?;
     socket.listen(4096)
@@ -199,5 +208,11 @@ async fn upgrade(
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "upgrade failed"))
-        .on_upgrade(move |socket| sessions.track_future(session.run(socket)))
+        .on_upgrade(move |socket| {
+            // The session gets a task of its own, and axum's upgrade task ends here:
+            // that task keeps its own copies of the socket and of this closure for as
+            // long as the future it awaits runs, 4 KiB per connection.
+            sessions.spawn(session.run(socket));
+            std::future::ready(())
+        })
 }

@@ -1,37 +1,36 @@
 //! One WebSocket connection.
 //!
-//! The session task selects over the client's frames, the upstream [`Feed`] (run in
-//! its own task and read through a cancel-safe channel), a ping timer, the token's
-//! expiry and shutdown. Frames for the client go through ONE bounded queue to a
-//! writer task that writes every frame ready and then flushes once. When the queue
-//! is full the client is not reading fast enough: rather than buffer without limit,
-//! the connection is closed with 1013 and the app reconnects (its state comes back
-//! as a snapshot). Every socket write has a timeout, so a peer that stopped reading
-//! cannot hold the writer forever.
+//! One task per connection selects over the client's frames, the upstream [`Feed`]
+//! (polled as a cancel-safe stream), the [`Outbox`] of frames for the client
+//! (written in batches, one flush each), a ping timer, the token's expiry and
+//! shutdown. When the outbox is full the client is not reading fast enough: rather
+//! than buffer without limit, the connection is closed with 1013 and the app
+//! reconnects (its state comes back as a snapshot). A socket that takes no batch
+//! for [`WRITE_TIMEOUT`] is dropped, so a peer that stopped reading cannot hold the
+//! session forever.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::SinkExt;
-use futures::stream::{SplitSink, SplitStream, StreamExt};
+use futures::stream::{SplitStream, StreamExt};
 use logi::auth::{Principal, Role};
 use logi::pb;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::close;
 use crate::dialect::{self, Audience, inbound};
+use crate::outbox::{Outbox, Sink};
 use crate::route::Route;
 use crate::upstream::{Feed, FeedEnd, Upstream};
 
-/// A write (a batch of frames and its flush) that takes longer ends the connection.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Frames written per flush at most, so one busy connection cannot starve the flush.
-const MAX_BATCH: usize = 64;
+/// A socket that takes no batch of frames for this long ends the connection; so
+/// does a snapshot, or a close, not written in this time.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pings left unanswered before the client is closed.
 const MAX_UNANSWERED_PINGS: u32 = 2;
 /// After sending a close, how long the peer's close reply is waited for (reading
@@ -132,6 +131,13 @@ impl End {
         }
     }
 
+    fn stalled() -> Self {
+        Self {
+            code: None,
+            reason: "the socket took nothing for too long".into(),
+        }
+    }
+
     fn slow() -> Self {
         Self::close(
             close::TRY_AGAIN_LATER,
@@ -149,108 +155,54 @@ impl End {
     }
 }
 
-/// How the writer ends: with this close frame, after the queued frames or not.
-struct Closing {
-    frame: CloseFrame,
-    drain: bool,
-}
-
-/// Queues a frame; a full queue means the client is too slow.
-fn enqueue(out: &mpsc::Sender<Message>, frame: &Value) -> Result<(), End> {
-    match out.try_send(Message::Text(frame.to_string().into())) {
-        Ok(()) => Ok(()),
-        Err(mpsc::error::TrySendError::Full(_)) => Err(End::slow()),
-        Err(mpsc::error::TrySendError::Closed(_)) => Err(End::gone()),
-    }
-}
-
-async fn write_batch(
-    sink: &mut SplitSink<WebSocket, Message>,
-    first: Message,
-    frames: &mut mpsc::Receiver<Message>,
-) -> Result<(), axum::Error> {
-    sink.feed(first).await?;
-    for _ in 1..MAX_BATCH {
-        let Ok(next) = frames.try_recv() else { break };
-        sink.feed(next).await?;
-    }
-    sink.flush().await
-}
-
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut frames: mpsc::Receiver<Message>,
-    mut closing: oneshot::Receiver<Option<Closing>>,
-) {
-    loop {
-        tokio::select! {
-            biased;
-            closing = &mut closing => {
-                let Ok(Some(closing)) = closing else { return };
-                let last_words = async {
-                    if closing.drain {
-                        while let Ok(frame) = frames.try_recv() {
-                            sink.feed(frame).await?;
-                        }
-                    }
-                    sink.send(Message::Close(Some(closing.frame))).await
-                };
-                let _ = tokio::time::timeout(WRITE_TIMEOUT, last_words).await;
-                return;
-            }
-            first = frames.recv() => {
-                let Some(first) = first else { return };
-                match tokio::time::timeout(WRITE_TIMEOUT, write_batch(&mut sink, first, &mut frames)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) | Err(_) => return,
-                }
-            }
-        }
-    }
+/// Queues a frame; a full outbox means the client is too slow.
+fn enqueue(out: &mut Outbox, frame: &Value) -> Result<(), End> {
+    out.push(Message::Text(frame.to_string().into()))
+        .map_err(|_| End::slow())
 }
 
 impl Session {
     /// Serves the connection until either side ends it.
-    pub async fn run(mut self, socket: WebSocket) {
+    pub fn run(self, socket: WebSocket) -> impl Future<Output = ()> + Send {
         let span = tracing::info_span!(
             "ws",
             principal = %self.principal.id,
             role = self.principal.role.as_str(),
             route = ?self.route.dialect,
         );
-        async move {
-            let (sink, mut incoming) = socket.split();
-            let (out, frames) = mpsc::channel(self.settings.outbound_queue);
-            let (closing_tx, closing_rx) = oneshot::channel();
-            let writer = tokio::spawn(write_loop(sink, frames, closing_rx));
-            tracing::debug!("connected");
-            let end = self.serve(&mut incoming, &out).await;
-            tracing::debug!(code = ?end.code, reason = %end.reason, "closing");
-            let drain = end.drains();
-            let we_close = end.code.is_some();
-            let closing = end.code.map(|code| Closing {
-                frame: CloseFrame {
-                    code,
-                    reason: end.reason.into(),
-                },
-                drain,
-            });
-            let _ = closing_tx.send(closing);
-            drop(out);
-            let _ = tokio::time::timeout(WRITE_TIMEOUT * 2, writer).await;
-            if we_close {
-                let reply = async {
-                    while let Some(Ok(message)) = incoming.next().await {
-                        if let Message::Close(_) = message {
-                            break;
-                        }
-                    }
-                };
-                let _ = tokio::time::timeout(CLOSE_LINGER, reply).await;
+        // Not an `async move` block inside an `async fn`: that would keep the
+        // session twice in the task, once in each.
+        self.connected(socket).instrument(span)
+    }
+
+    async fn connected(mut self, socket: WebSocket) {
+        let (mut sink, mut incoming) = socket.split();
+        let mut out = Outbox::new(self.settings.outbound_queue);
+        tracing::debug!("connected");
+        let end = self.serve(&mut sink, &mut incoming, &mut out).await;
+        tracing::debug!(code = ?end.code, reason = %end.reason, "closing");
+        let Some(code) = end.code else { return };
+        let last_words = async {
+            if end.drains() {
+                out.write_all(&mut sink).await?;
             }
-        }
-        .instrument(span)
-        .await;
+            let frame = CloseFrame {
+                code,
+                reason: end.reason.into(),
+            };
+            sink.send(Message::Close(Some(frame))).await
+        };
+        // Whatever became of our close, read on for the peer's: reading also
+        // writes tungstenite's own reply to a close the peer sent first.
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, last_words).await;
+        let reply = async {
+            while let Some(Ok(message)) = incoming.next().await {
+                if let Message::Close(_) = message {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_LINGER, reply).await;
     }
 
     fn expiry(&self) -> Instant {
@@ -263,46 +215,67 @@ impl Session {
 
     async fn serve(
         &mut self,
+        sink: &mut Sink,
         incoming: &mut SplitStream<WebSocket>,
-        out: &mpsc::Sender<Message>,
+        out: &mut Outbox,
     ) -> End {
-        let expiry = self.expiry();
         let snapshot = std::mem::take(&mut self.snapshot);
-        // Waits for room rather than failing: the writer is draining meanwhile, and a
-        // snapshot may be longer than the queue.
-        for frame in &snapshot.frames {
-            let sent = out
-                .send_timeout(Message::Text(frame.to_string().into()), WRITE_TIMEOUT)
-                .await;
-            if sent.is_err() {
-                return End::slow();
+        // Written at once, not queued: a snapshot may be longer than the outbox.
+        let shown = async {
+            for frame in &snapshot.frames {
+                sink.feed(Message::Text(frame.to_string().into())).await?;
             }
+            sink.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, shown).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return End::gone(),
+            Err(_) => return End::slow(),
         }
         let feed = std::mem::replace(&mut self.feed, Feed::new(self.upstream.clone(), Vec::new()));
-        let mut events = feed.spawn();
+        let mut events = std::pin::pin!(feed.into_stream());
         let audience = audience(self.route, &self.principal);
         let interval = self.settings.ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
         let mut unanswered = 0u32;
+        // Made once, not per turn of the loop: each would be registered and removed
+        // again for every event.
+        let shutdown = self.shutdown.clone();
+        let mut stopping = std::pin::pin!(shutdown.cancelled());
+        let mut expired = std::pin::pin!(tokio::time::sleep_until(self.expiry()));
+        // Armed while the outbox is busy: by then the socket must have taken a batch.
+        let mut stall = std::pin::pin!(tokio::time::sleep(WRITE_TIMEOUT));
+        let mut stall_armed = false;
         loop {
+            if out.busy() && !stall_armed {
+                stall.as_mut().reset(Instant::now() + WRITE_TIMEOUT);
+                stall_armed = true;
+            }
             tokio::select! {
-                () = self.shutdown.cancelled() => return End::close(close::GOING_AWAY, "server shutting down"),
-                () = tokio::time::sleep_until(expiry) => return End::close(close::TOKEN_EXPIRED, "token expired"),
+                () = &mut stopping => return End::close(close::GOING_AWAY, "server shutting down"),
+                () = &mut expired => return End::close(close::TOKEN_EXPIRED, "token expired"),
+                () = &mut stall, if stall_armed => return End::stalled(),
+                written = std::future::poll_fn(|cx| out.poll_write(sink, cx)), if out.busy() => {
+                    if written.is_err() {
+                        return End::gone();
+                    }
+                    stall_armed = false;
+                }
                 _ = ping.tick() => {
                     if unanswered >= MAX_UNANSWERED_PINGS {
                         return End::close(close::PING_TIMEOUT, "no answer to two pings");
                     }
-                    match out.try_send(Message::Ping(Default::default())) {
-                        Ok(()) => unanswered += 1,
-                        Err(mpsc::error::TrySendError::Full(_)) => return End::slow(),
-                        Err(mpsc::error::TrySendError::Closed(_)) => return End::gone(),
+                    if out.push(Message::Ping(Default::default())).is_err() {
+                        return End::slow();
                     }
+                    unanswered += 1;
                 }
                 message = incoming.next() => {
                     match message {
                         Some(Ok(Message::Text(text))) => {
                             unanswered = 0;
-                            if let Err(end) = self.inbound(text.as_str(), out).await {
+                            // Boxed: the session's task is not sized for the call to core-svc.
+                            if let Err(end) = Box::pin(self.inbound(text.as_str(), out)).await {
                                 return end;
                             }
                         }
@@ -320,7 +293,7 @@ impl Session {
                         Some(Err(e)) => return self.read_error(e),
                     }
                 }
-                event = events.recv() => match event {
+                event = events.next() => match event {
                     Some(Ok(event)) => {
                         if let Err(end) = deliver(&event, &audience, &snapshot, out) {
                             return end;
@@ -349,7 +322,7 @@ impl Session {
         }
     }
 
-    async fn inbound(&self, text: &str, out: &mpsc::Sender<Message>) -> Result<(), End> {
+    async fn inbound(&self, text: &str, out: &mut Outbox) -> Result<(), End> {
         let answer = match inbound::parse(self.route.dialect, text) {
             Err(e) => Some(e.to_string()),
             Ok(_) if self.principal.role != Role::Driver => {
@@ -398,7 +371,7 @@ fn deliver(
     event: &pb::Event,
     audience: &Audience,
     snapshot: &Snapshot,
-    out: &mpsc::Sender<Message>,
+    out: &mut Outbox,
 ) -> Result<(), End> {
     if let Some(pb::event::Kind::ResyncRequired(r)) = &event.kind {
         // core-svc's history no longer reaches our cursor (its database was replaced

@@ -5,19 +5,19 @@
 //! secret it mints a short-lived `service` token per call, otherwise it sends the
 //! configured one. [`Feed`] is one connection's event stream: it subscribes, and when
 //! the stream breaks it subscribes again from the last cursor it handed out, with
-//! backoff, until the outage limit.
+//! backoff, until the outage limit. The session polls it in its own task.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::Stream;
 use logi::auth::{Principal, Role, Signer};
 use logi::id::Id;
 use logi::pb::location_service_client::LocationServiceClient;
 use logi::pb::{
     self, booking_service_client::BookingServiceClient, event_service_client::EventServiceClient,
 };
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
@@ -46,13 +46,16 @@ pub enum Credential {
 /// An `authorization` value and, if minted, when to renew it.
 type Header = (MetadataValue<Ascii>, Option<Instant>);
 
+/// A handle to core-svc, one pointer wide: every session and its feed hold one.
 #[derive(Clone)]
-pub struct Upstream {
+pub struct Upstream(Arc<Inner>);
+
+struct Inner {
     channel: Channel,
     credential: Credential,
     /// The `authorization` value in use, and when a minted one is renewed. Minting
     /// (HMAC, JSON, base64) is not done per call: every GPS ping is one.
-    header: Arc<Mutex<Option<Header>>>,
+    header: Mutex<Option<Header>>,
     outage_limit: Duration,
 }
 
@@ -85,24 +88,24 @@ impl Upstream {
             .http2_max_concurrent_reset_streams(MAX_REMEMBERED_RESETS)
             .http2_max_local_error_reset_streams(MAX_REMEMBERED_RESETS)
             .connect_lazy();
-        Ok(Self {
+        Ok(Self(Arc::new(Inner {
             channel,
             credential,
-            header: Arc::default(),
+            header: Mutex::default(),
             outage_limit,
-        })
+        })))
     }
 
     /// The `authorization` value: a configured token, or a minted one renewed when
     /// half its lifetime has passed.
     fn header(&self) -> Result<MetadataValue<Ascii>, Status> {
-        let mut cached = self.header.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cached = self.0.header.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((value, renew_at)) = cached.as_ref()
             && renew_at.is_none_or(|at| Instant::now() < at)
         {
             return Ok(value.clone());
         }
-        let (token, renew_at) = match &self.credential {
+        let (token, renew_at) = match &self.0.credential {
             Credential::Mint(signer) => {
                 let token = signer
                     .mint("ws-edge", Role::Service, SERVICE_TOKEN_TTL)
@@ -134,7 +137,7 @@ impl Upstream {
             resume: resume.clone(),
             heads: true,
         })?;
-        let mut client = EventServiceClient::new(self.channel.clone());
+        let mut client = EventServiceClient::new(self.0.channel.clone());
         Ok(tokio::time::timeout(CALL_TIMEOUT, client.subscribe(req))
             .await
             .map_err(|_| Status::unavailable("core-svc did not answer Subscribe in time"))??
@@ -159,7 +162,7 @@ impl Upstream {
         }
         let mut req = self.request(q)?;
         req.set_timeout(CALL_TIMEOUT);
-        let mut bookings = BookingServiceClient::new(self.channel.clone())
+        let mut bookings = BookingServiceClient::new(self.0.channel.clone())
             .list_bookings(req)
             .await?
             .into_inner()
@@ -181,7 +184,7 @@ impl Upstream {
             speed_mps: 0.0,
         })?;
         req.set_timeout(CALL_TIMEOUT);
-        LocationServiceClient::new(self.channel.clone())
+        LocationServiceClient::new(self.0.channel.clone())
             .update_driver_location(req)
             .await?;
         Ok(())
@@ -189,7 +192,7 @@ impl Upstream {
 
     /// Whether core-svc answers its health check within a second.
     pub async fn ready(&self) -> bool {
-        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.0.channel.clone());
         let check = health.check(tonic_health::pb::HealthCheckRequest {
             service: String::new(),
         });
@@ -217,9 +220,6 @@ impl FeedEnd {
         }
     }
 }
-
-/// Events handed from a feed's task to its session at most this far ahead.
-const FEED_QUEUE: usize = 64;
 
 /// One connection's events, across core-svc restarts and broken streams.
 ///
@@ -281,7 +281,7 @@ impl Feed {
             return Err(FeedEnd::Refused(status));
         }
         let since = *self.down_since.get_or_insert_with(Instant::now);
-        let left = self.upstream.outage_limit.saturating_sub(since.elapsed());
+        let left = self.upstream.0.outage_limit.saturating_sub(since.elapsed());
         if left.is_zero() {
             return Err(FeedEnd::Outage(status));
         }
@@ -294,7 +294,12 @@ impl Feed {
     /// The next event to hand out; its cursor becomes the resume point.
     async fn next(&mut self) -> Result<pb::Event, FeedEnd> {
         loop {
-            self.connect().await?;
+            if self.stream.is_none() {
+                // Boxed, here and below: a session's task holds this future for
+                // its whole life, and should not be sized for a Subscribe call and
+                // a backoff timer that it is only rarely in.
+                Box::pin(self.connect()).await?;
+            }
             let stream = self.stream.as_mut().expect("connected above");
             let status = match stream.message().await {
                 Ok(Some(event)) => {
@@ -322,29 +327,24 @@ impl Feed {
                 Ok(None) => Status::unavailable("core-svc ended the stream"),
                 Err(status) => status,
             };
-            self.failed(status).await?;
+            Box::pin(self.failed(status)).await?;
         }
     }
 
-    /// Runs the feed in its own task, handing events to the returned receiver (whose
-    /// `recv` is cancel-safe, unlike the retrying feed itself). The task ends when
-    /// the receiver is dropped, or after handing out the [`FeedEnd`].
-    pub fn spawn(mut self) -> mpsc::Receiver<Result<pb::Event, FeedEnd>> {
-        let (tx, rx) = mpsc::channel(FEED_QUEUE);
-        tokio::spawn(async move {
-            loop {
-                let item = tokio::select! {
-                    // The session went away while we waited on core-svc.
-                    () = tx.closed() => return,
-                    item = self.next() => item,
-                };
-                let end = item.is_err();
-                if tx.send(item).await.is_err() || end {
-                    return;
-                }
+    /// The feed as a stream, polled by the session itself: the retrying [`Feed::next`]
+    /// is not cancel-safe, but the stream keeps an unfinished call inside itself, so
+    /// the session's `select!` may drop its `next()` and poll again later. The
+    /// stream ends after handing out the [`FeedEnd`].
+    ///
+    /// A stream rather than a task and a channel per connection: a channel's first
+    /// block holds 32 events (14 KiB of them) from the moment it is made.
+    pub fn into_stream(self) -> impl Stream<Item = Result<pb::Event, FeedEnd>> + Send {
+        futures::stream::unfold(Some(self), |mut feed| async move {
+            match feed.as_mut()?.next().await {
+                Ok(event) => Some((Ok(event), feed)),
+                Err(end) => Some((Err(end), None)),
             }
-        });
-        rx
+        })
     }
 }
 
@@ -372,10 +372,10 @@ mod tests {
         // A value planted in the cache comes back while fresh: nothing was minted...
         let planted: MetadataValue<Ascii> = "Bearer planted".parse().unwrap();
         let fresh = Instant::now() + Duration::from_secs(60);
-        *minted.header.lock().unwrap() = Some((planted.clone(), Some(fresh)));
+        *minted.0.header.lock().unwrap() = Some((planted.clone(), Some(fresh)));
         assert_eq!(minted.header().unwrap(), planted);
         // ...and once due for renewal a new token replaces it.
-        *minted.header.lock().unwrap() = Some((planted.clone(), Some(Instant::now())));
+        *minted.0.header.lock().unwrap() = Some((planted.clone(), Some(Instant::now())));
         assert!(
             minted
                 .header()
