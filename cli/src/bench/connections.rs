@@ -1,16 +1,16 @@
 //! `connections`: N idle clients of every kind (riders and drivers in both
-//! dialects, admins) held open; reports each server process's resident memory and
-//! the memory per connected client.
+//! dialects, admins) held open by as many load processes as the open-file limit
+//! calls for (see [`super::holder`]); reports each server process's resident
+//! memory and the memory per connected client.
 
 use std::path::Path;
 use std::time::Duration;
 
-use futures::StreamExt;
-use logi::auth::Role;
 use serde_json::json;
 
+use super::holder::Holder;
 use super::report;
-use super::socket::{self, Ws};
+use super::socket;
 use super::system::System;
 
 #[derive(clap::Args)]
@@ -23,62 +23,57 @@ pub struct Args {
     hold: Duration,
 }
 
-/// Client `n`'s route and token: a mix of every kind of app.
-fn kind(system: &System, n: usize) -> (String, &'static str) {
-    let (path, role, sub) = match n % 20 {
-        0..=7 => ("/regular_user/ws/bookings/", Role::User, format!("u{n}")),
-        8..=11 => ("/ws", Role::User, format!("u{n}")),
-        12..=15 => (
-            "/driver/ws/available_bookings/",
-            Role::Driver,
-            format!("d{n}"),
-        ),
-        16..=18 => ("/ws", Role::Driver, format!("d{n}")),
-        _ => ("/ws", Role::Admin, format!("a{n}")),
-    };
-    (
-        format!("{path}?token={}", system.token(role, &sub)),
-        role.as_str(),
-    )
-}
+/// Open files a load process keeps for itself beside its clients.
+const SPARE_FILES: u64 = 500;
+/// Clients per load process at most, even where more files are allowed.
+const MAX_PER_PROCESS: usize = 18_000;
 
 /// Runs the scenario.
 ///
 /// # Errors
-/// When the system cannot be started or a client cannot connect.
+/// When the system cannot be started or a load process fails.
 pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
     let limit = socket::raise_fd_limit();
+    let per_process = (limit.saturating_sub(SPARE_FILES) as usize).clamp(1, MAX_PER_PROCESS);
     let system = System::start(edges, &[], &[])?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = system.usage()?;
-    eprintln!(
-        "connecting {} clients (open-file limit {limit})…",
-        args.clients
-    );
-    let connected: Vec<anyhow::Result<Ws>> = futures::stream::iter(0..args.clients)
-        .map(|n| {
-            let (path, _) = kind(&system, n);
-            let edge = system.edge(n);
-            async move { socket::connect(edge, &path, n).await }
+    let mut holders = (0..args.clients)
+        .step_by(per_process)
+        .map(|from| {
+            let to = (from + per_process).min(args.clients);
+            Holder::start(system.edge(), from..to, &system.secret)
         })
-        .buffer_unordered(128)
-        .collect()
-        .await;
-    let failed = connected.iter().filter(|c| c.is_err()).count();
-    if let Some(Err(e)) = connected.iter().find(|c| c.is_err()) {
-        eprintln!("  first failure: {e:#}");
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    eprintln!(
+        "connecting {} clients from {} load process(es) of at most {per_process} (open-file limit {limit})…",
+        args.clients,
+        holders.len()
+    );
+    let mut held = 0;
+    let mut failed = 0;
+    for holder in &mut holders {
+        let ready = holder.ready().await?;
+        held += ready.connected;
+        failed += ready.failed;
+        if let Some(e) = ready.first_failure {
+            eprintln!("  first failure of clients {:?}: {e}", holder.clients);
+        }
     }
-    let mut sockets: Vec<Ws> = connected.into_iter().filter_map(Result::ok).collect();
-    let held = sockets.len();
-    // Read what each got (its snapshot, pings) so none is closed as a slow reader.
-    let readers: Vec<_> = sockets
-        .drain(..)
-        .map(|mut ws| tokio::spawn(async move { while ws.next().await.is_some() {} }))
-        .collect();
     tokio::time::sleep(args.hold).await;
     let loaded = system.usage()?;
     // Divide by the clients still connected when memory is read, not those that once were.
-    let live = readers.iter().filter(|r| !r.is_finished()).count();
+    let mut live = 0;
+    for holder in &mut holders {
+        let (open, ended) = holder.open().await?;
+        live += open;
+        if ended != "-" {
+            eprintln!(
+                "  clients {:?} that ended before measuring: {ended}",
+                holder.clients
+            );
+        }
+    }
     let single_edge = system.edges.len() == 1;
     let rows: Vec<Vec<String>> = system
         .procs()
@@ -126,6 +121,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
     let result = json!({
         "scenario": "connections",
         "clients": args.clients,
+        "load_processes": holders.len(),
         "held": held,
         "open_when_measured": live,
         "failed": failed,
@@ -139,8 +135,6 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
         "wrote {}",
         report::write_json(out, "connections", &result)?.display()
     );
-    for r in readers {
-        r.abort();
-    }
+    drop(holders);
     Ok(())
 }

@@ -160,7 +160,7 @@ async fn connect_riders(
     let sockets = futures::stream::iter(trips.iter().map(|t| {
         let url = format!(
             "ws://{}{path}?token={}",
-            system.edge(t.index),
+            system.edge(),
             system.token(Role::User, &t.rider)
         );
         async move {
@@ -231,7 +231,7 @@ async fn senders(
             for t in trips {
                 let url = format!(
                     "ws://{}{route}?token={}",
-                    system.edge(t.index),
+                    system.edge(),
                     system.token(Role::Driver, &t.driver)
                 );
                 let (ws, _) = tokio_tungstenite::connect_async(url).await?;

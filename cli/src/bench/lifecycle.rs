@@ -66,10 +66,10 @@ fn bit(frame: &str) -> Option<(u64, u8)> {
     Some((booking, b))
 }
 
-async fn watch(system: &System, rider: &str, edge: usize, seen: Seen) -> anyhow::Result<()> {
+async fn watch(system: &System, rider: &str, seen: Seen) -> anyhow::Result<()> {
     let url = format!(
         "ws://{}/regular_user/ws/bookings/?token={}",
-        system.edge(edge),
+        system.edge(),
         system.token(Role::User, rider)
     );
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
@@ -203,7 +203,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
             speed_mps: 0.0,
         };
         c.locations.update_driver_location(ping).await?;
-        watch(&system, &format!("r{i}"), i, seen.clone()).await?;
+        watch(&system, &format!("r{i}"), seen.clone()).await?;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 

@@ -9,6 +9,8 @@
 //! - [`report`]: the printed table, the JSON result and the SVG chart of a run.
 //! - [`socket`]: WebSocket clients spread over loopback source addresses, and the
 //!   open-file limit.
+//! - [`holder`]: the load processes that hold `connections`' clients, as many as
+//!   the open-file limit calls for.
 //! - [`fixture`]: trips set up through the gRPC API (drivers online, bookings
 //!   accepted) for scenarios to run on.
 //! - one module per scenario: [`fanout`] (location fan-out, with `--sweep`),
@@ -24,6 +26,7 @@
 pub mod connections;
 pub mod fanout;
 pub mod fixture;
+pub mod holder;
 pub mod lifecycle;
 pub mod procfs;
 pub mod report;
@@ -60,6 +63,9 @@ pub enum Scenario {
     ConnectStorm(storm::Args),
     /// N idle clients of every kind: memory per connected client.
     Connections(connections::Args),
+    /// A load process of `connections` (started by it, not by hand).
+    #[command(hide = true)]
+    Hold(holder::Args),
 }
 
 /// Runs a scenario.
@@ -76,6 +82,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
             Scenario::Lifecycle(a) => lifecycle::run(a, edges, out).await,
             Scenario::ConnectStorm(a) => storm::run(a, edges, out).await,
             Scenario::Connections(a) => connections::run(a, edges, out).await,
+            Scenario::Hold(a) => holder::run(a).await,
         }
     };
     // Dropping the run (timeout, Ctrl-C) drops its System: the servers are stopped.

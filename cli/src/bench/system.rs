@@ -54,6 +54,8 @@ pub struct System {
     pub core: Proc,
     pub edges: Vec<Proc>,
     pub signer: Signer,
+    /// The HS256 secret, for load processes that mint their own tokens.
+    pub secret: String,
     _dir: tempfile::TempDir,
 }
 
@@ -137,14 +139,22 @@ impl System {
         ];
         args.extend(core_args.iter().map(|s| s.to_string()));
         let core = spawn("core-svc".into(), &binary("core-svc")?, &args, &secret)?;
-        let mut started = Vec::new();
+        let mut started: Vec<Proc> = Vec::new();
         for i in 0..edges.max(1) {
+            // Several edges share one port (SO_REUSEPORT), the kernel spreading
+            // connections over them, as they would be deployed on one box.
+            let listen = started
+                .first()
+                .map_or_else(|| "127.0.0.1:0".to_owned(), |first| first.addr.to_string());
             let mut args: Vec<String> = vec![
                 "--listen".into(),
-                "127.0.0.1:0".into(),
+                listen,
                 "--core-url".into(),
                 format!("http://{}", core.addr),
             ];
+            if edges > 1 {
+                args.push("--reuse-port".into());
+            }
             args.extend(edge_args.iter().map(|s| s.to_string()));
             started.push(spawn(
                 format!("ws-edge-{i}"),
@@ -158,6 +168,7 @@ impl System {
             core,
             edges: started,
             signer: Signer::hs256(secret.as_bytes()),
+            secret,
         })
     }
 
@@ -180,8 +191,8 @@ impl System {
         self.procs().map(Proc::usage).collect()
     }
 
-    /// The edge for the `i`-th client, round-robin.
-    pub fn edge(&self, i: usize) -> SocketAddr {
-        self.edges[i % self.edges.len()].addr
+    /// The address of the edges (one port, however many share it).
+    pub fn edge(&self) -> SocketAddr {
+        self.edges[0].addr
     }
 }
