@@ -195,18 +195,23 @@ fn events(
                 }
             }
         }
+        // Made once: a timer made per event would be registered and removed each time.
+        let mut expired = std::pin::pin!(tokio::time::sleep_until(expiry));
         loop {
             let live = tokio::select! {
                 next = sub.next() => Live::Next(next),
-                () = tokio::time::sleep_until(expiry) => Live::Expired,
+                () = &mut expired => Live::Expired,
             };
             match live {
                 Live::Next(Next::Event(event)) => {
                     let offset = event.cursor.map_or(0, |c| c.offset);
-                    if delivered.get(&event.topic).is_some_and(|d| offset <= *d) {
-                        continue;
+                    match delivered.get_mut(&event.topic) {
+                        Some(d) if offset <= *d => continue,
+                        Some(d) => *d = offset,
+                        None => {
+                            delivered.insert(event.topic.clone(), offset);
+                        }
                     }
-                    delivered.insert(event.topic.clone(), offset);
                     yield Ok((*event).clone());
                 }
                 Live::Next(Next::Lagged) => {
