@@ -4,9 +4,9 @@
 //! on the receiving side, 8 KiB each by default, kept for the life of the call. A
 //! ws-edge holds one `Subscribe` stream per connected app, so with the default those
 //! two buffers alone would cost 16 KiB per app across the two processes. Our
-//! messages are a few hundred bytes: buffers start at [`BUFFER_SIZE`] and grow in
-//! steps of that size when a message, or a batch of messages ready together, needs
-//! more.
+//! messages are a few hundred bytes: buffers start at [`BUFFER_SIZE`] (an idle
+//! stream only ever carries its start markers) and grow when a message, or a batch
+//! of messages ready together, needs more.
 
 use std::marker::PhantomData;
 
@@ -14,7 +14,7 @@ use tonic::codec::{BufferSettings, Codec};
 use tonic_prost::{ProstDecoder, ProstEncoder};
 
 /// First size, and growth step, of a call's encode and decode buffers.
-pub const BUFFER_SIZE: usize = 512;
+pub const BUFFER_SIZE: usize = 256;
 /// Bytes of ready messages batched into one write on a stream (tonic's default).
 const YIELD_THRESHOLD: usize = 32 * 1024;
 
