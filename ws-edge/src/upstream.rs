@@ -321,7 +321,13 @@ impl Feed {
                             }
                         }
                     }
-                    self.cursors.insert(event.topic.clone(), cursor);
+                    // In place: no copy of the topic name for every event.
+                    match self.cursors.get_mut(&event.topic) {
+                        Some(ours) => *ours = cursor,
+                        None => {
+                            self.cursors.insert(event.topic.clone(), cursor);
+                        }
+                    }
                     return Ok(event);
                 }
                 Ok(None) => Status::unavailable("core-svc ended the stream"),
