@@ -211,9 +211,72 @@ async fn a_client_that_answers_no_pings_is_closed_with_4002() {
 }
 
 #[tokio::test]
+async fn a_client_that_keeps_up_is_not_closed_by_a_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+    // A small outbox, and socket buffers the kernel sizes (up to 4 MiB, far more
+    // than the burst below): the socket always takes what the edge writes, so a
+    // burst of events buffered upstream must go out as fast as it comes in, not
+    // pile up in the outbox while the socket writes wait their turn.
+    let edge = spawn_edge(core.addr, &["--outbound-queue", "8", "--send-buffer", "0"]).await;
+    let mut service = core.as_(Role::Service, "backend").await;
+    trip(&mut service).await;
+    let mut rider = edge
+        .connect("/regular_user/ws/bookings/", &token(Role::User, "12"))
+        .await;
+    // The rider reads on a thread of its own, so it keeps up whatever the edge does.
+    let reader = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let mut locations = 0;
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(2), rider.0.next()).await {
+                        Err(_) => return Ok(locations),
+                        Ok(Some(Ok(Message::Text(text)))) => {
+                            if text.contains("location_update") {
+                                locations += 1;
+                            }
+                        }
+                        Ok(Some(Ok(Message::Close(frame)))) => {
+                            return Err(format!("closed: {frame:?}"));
+                        }
+                        Ok(Some(Ok(_))) => {}
+                        Ok(other) => return Err(format!("ended: {other:?}")),
+                    }
+                }
+            })
+    });
+    let positions = (0..5_000).map(|i| pb::UpdateDriverLocationRequest {
+        driver_id: "45".into(),
+        latitude: 37.7 + f64::from(i % 1000) * 1e-4,
+        longitude: -122.4,
+        heading: 0.0,
+        speed_mps: 5.0,
+    });
+    service
+        .locations
+        .stream_driver_locations(tokio_stream::iter(positions))
+        .await
+        .unwrap();
+    let locations = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap()
+        .expect("the rider stays connected");
+    assert!(locations > 0, "the rider saw the driver move");
+    edge.stop().await;
+    core.stop().await;
+}
+
+#[tokio::test]
 async fn a_client_that_does_not_keep_up_is_closed_with_1013() {
     let dir = tempfile::tempdir().unwrap();
     let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+    // A small socket send buffer, so that a few dozen frames fill what the kernel
+    // takes: how many of the pings below reach the edge depends on how far its
+    // subscription falls behind (locations are latest-wins), not on this test.
     let edge = spawn_edge(
         core.addr,
         &["--outbound-queue", "8", "--send-buffer", "8192"],

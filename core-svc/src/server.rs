@@ -139,11 +139,14 @@ pub async fn run(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         // A ws-edge carries one Subscribe stream per connected app on one HTTP/2
-        // connection. When thousands of apps leave at once, it cancels thousands of
-        // streams, some before this server has taken them up; past this many such
+        // connection. When this server restarts under thousands of apps, every edge
+        // resubscribes them all at once, and apps that leave meanwhile cancel
+        // streams this server has not taken up yet. Past this many such
         // cancellations pending at once, h2 ends the whole connection (its guard
-        // against "rapid reset" floods), which would cut off every other app on
-        // that edge. Large enough for a mass disconnect, still a bound.
+        // against "rapid reset" floods; its default is 20), cutting off every other
+        // app on that edge: seen when the bench stopped core-svc while an edge's
+        // 18,000 apps were leaving. Still a bound, and core-svc is not exposed to
+        // the internet.
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
         .trace_fn(|req| tracing::info_span!("rpc", path = %req.uri().path()))
         .add_service(health_service)

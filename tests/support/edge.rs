@@ -30,8 +30,12 @@ pub async fn spawn_edge(core: SocketAddr, extra: &[&str]) -> Edge {
     }
     args.extend_from_slice(extra);
     let config = <ws_edge::Config as clap::Parser>::try_parse_from(args).unwrap();
-    let listener =
-        ws_edge::server::bind("127.0.0.1:0".parse().unwrap(), false, config.send_buffer).unwrap();
+    let listener = ws_edge::server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        false,
+        config.socket_send_buffer(),
+    )
+    .unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(ws_edge::run(config, listener, shutdown.clone()));

@@ -38,12 +38,12 @@ pub struct Config {
     #[arg(long, env = "LOGI_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
     pub max_frame_bytes: usize,
 
-    /// Kernel send buffer of each client socket in bytes (SO_SNDBUF). Unset, the
-    /// kernel sizes it, up to 4 MiB on Linux for a client that stops reading; a
-    /// smaller one bounds what such a client holds and has it closed with 1013
-    /// sooner.
-    #[arg(long, env = "LOGI_WS_SEND_BUFFER")]
-    pub send_buffer: Option<u32>,
+    /// Kernel send buffer of each client socket in bytes (SO_SNDBUF; the kernel
+    /// doubles it for its bookkeeping). It bounds what a client that stops reading
+    /// holds in the kernel before its outbox fills and it is closed with 1013. 0:
+    /// the kernel sizes it, up to 4 MiB on Linux.
+    #[arg(long, env = "LOGI_WS_SEND_BUFFER", default_value_t = 64 * 1024)]
+    pub send_buffer: u32,
 
     /// Frames queued per connection; a client that falls further behind is closed with 1013.
     #[arg(long, env = "LOGI_OUTBOUND_QUEUE", default_value_t = 256)]
@@ -63,6 +63,11 @@ impl Config {
     ///
     /// # Errors
     /// The first problem found.
+    /// The SO_SNDBUF to set on client sockets, if any.
+    pub fn socket_send_buffer(&self) -> Option<u32> {
+        (self.send_buffer != 0).then_some(self.send_buffer)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         self.jwt.verifier()?;
         if self.jwt.jwt_secret.is_none() && self.core_token.is_none() {
@@ -80,8 +85,11 @@ impl Config {
         if self.max_frame_bytes < 1024 {
             return Err("LOGI_MAX_FRAME_BYTES must be at least 1024".into());
         }
-        if self.send_buffer.is_some_and(|b| b < 4096) {
-            return Err("LOGI_WS_SEND_BUFFER must be at least 4096 (bytes)".into());
+        if self.send_buffer != 0 && self.send_buffer < 4096 {
+            return Err(
+                "LOGI_WS_SEND_BUFFER must be 0 (the kernel decides) or at least 4096 (bytes)"
+                    .into(),
+            );
         }
         if self.outbound_queue == 0 {
             return Err("LOGI_OUTBOUND_QUEUE must be at least 1".into());
@@ -121,7 +129,14 @@ mod tests {
             "localhost:1",
         ]);
         assert!(core.validate().unwrap_err().contains("LOGI_CORE_URL"));
-        assert_eq!(c.send_buffer, None, "the kernel sizes it unless told");
+        assert_eq!(c.socket_send_buffer(), Some(65536));
+        let kernel = parse(&[
+            "--jwt-secret",
+            "0123456789abcdef0123456789abcdef",
+            "--send-buffer",
+            "0",
+        ]);
+        assert_eq!(kernel.socket_send_buffer(), None, "0: the kernel sizes it");
         let tiny = parse(&[
             "--jwt-secret",
             "0123456789abcdef0123456789abcdef",

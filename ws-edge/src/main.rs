@@ -14,8 +14,11 @@ async fn main() -> ExitCode {
         eprintln!("ws-edge: {e}");
         return ExitCode::from(2);
     }
-    let listener = match ws_edge::server::bind(config.listen, config.reuse_port, config.send_buffer)
-    {
+    let listener = match ws_edge::server::bind(
+        config.listen,
+        config.reuse_port,
+        config.socket_send_buffer(),
+    ) {
         Ok(l) => l,
         Err(e) => {
             eprintln!(

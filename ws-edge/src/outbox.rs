@@ -19,6 +19,9 @@ use futures::stream::SplitSink;
 
 /// Frames written per flush at most, so one flush is not put off indefinitely.
 pub const MAX_BATCH: usize = 64;
+/// Slots an emptied queue keeps: shrinking after every small burst would only
+/// allocate again at the next.
+const KEPT_CAPACITY: usize = 32;
 
 pub type Sink = SplitSink<WebSocket, Message>;
 
@@ -77,9 +80,9 @@ impl Outbox {
         }
         ready!(sink.poll_flush_unpin(cx))?;
         self.unflushed = 0;
-        if self.queue.is_empty() {
-            // A burst may have grown the queue: an idle connection keeps little.
-            self.queue.shrink_to(4);
+        if self.queue.is_empty() && self.queue.capacity() > KEPT_CAPACITY {
+            // A big burst grew the queue: an idle connection keeps little.
+            self.queue.shrink_to(KEPT_CAPACITY);
         }
         Poll::Ready(Ok(()))
     }

@@ -29,9 +29,9 @@ use crate::upstream::{Credential, Feed, Upstream};
 const READ_BUFFER: usize = 512;
 /// Frames accumulate up to this much before going to the socket (or at each flush).
 const WRITE_BUFFER: usize = 8 * 1024;
-/// A hard cap on what one connection's writer may hold: past it the writer waits for
-/// the socket, the outbound queue fills, and a client that is not reading is closed
-/// with 1013 instead of growing this buffer.
+/// A hard cap on what tungstenite may hold unwritten for one connection: past it
+/// writing waits for the socket, the outbox fills, and a client that is not reading
+/// is closed with 1013 instead of growing this buffer.
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]

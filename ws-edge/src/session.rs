@@ -251,32 +251,37 @@ impl Session {
                 stall.as_mut().reset(Instant::now() + WRITE_TIMEOUT);
                 stall_armed = true;
             }
+            // In this order: writing before taking in more, so the outbox does not
+            // fill while the socket would take it (a random pick could pass over the
+            // write branch often enough to fill a small outbox); the stall only when
+            // nothing could be written; the client's frames (pongs among them)
+            // before the ping timer and events, so neither a due ping nor a busy feed
+            // can make a client that answered look silent.
             tokio::select! {
+                biased;
                 () = &mut stopping => return End::close(close::GOING_AWAY, "server shutting down"),
                 () = &mut expired => return End::close(close::TOKEN_EXPIRED, "token expired"),
-                () = &mut stall, if stall_armed => return End::stalled(),
                 written = std::future::poll_fn(|cx| out.poll_write(sink, cx)), if out.busy() => {
                     if written.is_err() {
                         return End::gone();
                     }
                     stall_armed = false;
                 }
-                _ = ping.tick() => {
-                    if unanswered >= MAX_UNANSWERED_PINGS {
-                        return End::close(close::PING_TIMEOUT, "no answer to two pings");
-                    }
-                    if out.push(Message::Ping(Default::default())).is_err() {
-                        return End::slow();
-                    }
-                    unanswered += 1;
-                }
+                () = &mut stall, if stall_armed => return End::stalled(),
                 message = incoming.next() => {
                     match message {
                         Some(Ok(Message::Text(text))) => {
                             unanswered = 0;
                             // Boxed: the session's task is not sized for the call to core-svc.
+                            let called = Instant::now();
                             if let Err(end) = Box::pin(self.inbound(text.as_str(), out)).await {
                                 return end;
+                            }
+                            // Nothing was written meanwhile, through no fault of the
+                            // socket: the stall clock stops during our own call.
+                            if stall_armed {
+                                let deadline = stall.deadline() + called.elapsed();
+                                stall.as_mut().reset(deadline);
                             }
                         }
                         Some(Ok(Message::Binary(_))) => {
@@ -293,7 +298,20 @@ impl Session {
                         Some(Err(e)) => return self.read_error(e),
                     }
                 }
-                event = events.next() => match event {
+                _ = ping.tick() => {
+                    if unanswered >= MAX_UNANSWERED_PINGS {
+                        return End::close(close::PING_TIMEOUT, "no answer to two pings");
+                    }
+                    if out.push(Message::Ping(Default::default())).is_err() {
+                        return End::slow();
+                    }
+                    unanswered += 1;
+                }
+                // Events already buffered by HTTP/2 come without a wait: if they did
+                // not draw on the task's budget like the socket writes do, a burst
+                // would fill the outbox while those writes are put off, and a healthy
+                // client would be closed as slow.
+                event = tokio::task::coop::cooperative(events.next()) => match event {
                     Some(Ok(event)) => {
                         if let Err(end) = deliver(&event, &audience, &snapshot, out) {
                             return end;
