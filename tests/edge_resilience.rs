@@ -13,6 +13,22 @@ use support::edge::{Ws, spawn_edge};
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
+/// Driver 45 streams `n` positions as fast as core-svc takes them.
+async fn drive(service: &mut Client, n: u32) {
+    let positions = (0..n).map(|i| pb::UpdateDriverLocationRequest {
+        driver_id: "45".into(),
+        latitude: 37.7 + f64::from(i % 1000) * 1e-4,
+        longitude: -122.4,
+        heading: 0.0,
+        speed_mps: 5.0,
+    });
+    service
+        .locations
+        .stream_driver_locations(tokio_stream::iter(positions))
+        .await
+        .unwrap();
+}
+
 async fn trip(service: &mut Client) -> u64 {
     service.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
     let id = service.book("12", "car").await.unwrap().id;
@@ -249,18 +265,7 @@ async fn a_client_that_keeps_up_is_not_closed_by_a_burst() {
                 }
             })
     });
-    let positions = (0..5_000).map(|i| pb::UpdateDriverLocationRequest {
-        driver_id: "45".into(),
-        latitude: 37.7 + f64::from(i % 1000) * 1e-4,
-        longitude: -122.4,
-        heading: 0.0,
-        speed_mps: 5.0,
-    });
-    service
-        .locations
-        .stream_driver_locations(tokio_stream::iter(positions))
-        .await
-        .unwrap();
+    drive(&mut service, 5_000).await;
     let locations = tokio::task::spawn_blocking(move || reader.join().unwrap())
         .await
         .unwrap()
@@ -298,18 +303,7 @@ async fn a_client_that_does_not_keep_up_is_closed_with_1013() {
 
     // Far more than the kernel's buffers on both sides of the socket hold, so the
     // edge's own queue must fill.
-    let positions = (0..20_000).map(|i| pb::UpdateDriverLocationRequest {
-        driver_id: "45".into(),
-        latitude: 37.7 + f64::from(i % 1000) * 1e-4,
-        longitude: -122.4,
-        heading: 0.0,
-        speed_mps: 5.0,
-    });
-    service
-        .locations
-        .stream_driver_locations(tokio_stream::iter(positions))
-        .await
-        .unwrap();
+    drive(&mut service, 20_000).await;
 
     // What was already on the wire arrives, then the close.
     let code = loop {
