@@ -69,6 +69,22 @@ fn offer(d: &str) -> Offer {
     }
 }
 
+/// Driver `d` online with a car.
+async fn online(store: &Sqlite, d: &str) {
+    store
+        .set_driver_status(id(d), DriverStatus::Available, Some("car".into()))
+        .await
+        .unwrap();
+}
+
+/// A new booking, offered to driver 45.
+async fn offered_to_45(store: &Sqlite) -> Booking {
+    store
+        .create_booking(new_booking(), vec![offer("45")])
+        .await
+        .unwrap()
+}
+
 fn t(topic: &str, kind: &'static str) -> (String, &'static str) {
     (topic.to_owned(), kind)
 }
@@ -78,10 +94,7 @@ async fn a_whole_lifecycle_commits_state_and_events_together() {
     let dir = tempfile::tempdir().unwrap();
     let (store, rec) = open(&dir.path().join("db/logi.db"));
     for d in ["45", "46"] {
-        store
-            .set_driver_status(id(d), DriverStatus::Available, Some("car".into()))
-            .await
-            .unwrap();
+        online(&store, d).await;
     }
     rec.take();
 
@@ -186,14 +199,8 @@ async fn a_whole_lifecycle_commits_state_and_events_together() {
 async fn five_wrong_otps_lock_until_a_new_one_is_issued() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(&dir.path().join("logi.db"));
-    store
-        .set_driver_status(id("45"), DriverStatus::Available, Some("car".into()))
-        .await
-        .unwrap();
-    let b = store
-        .create_booking(new_booking(), vec![offer("45")])
-        .await
-        .unwrap();
+    online(&store, "45").await;
+    let b = offered_to_45(&store).await;
     let otp = store.accept(b.id, id("45")).await.unwrap().otp.unwrap();
     let wrong = if otp == "000000" { "111111" } else { "000000" };
     for left in (0..5).rev() {
@@ -232,14 +239,8 @@ async fn five_wrong_otps_lock_until_a_new_one_is_issued() {
 async fn cancel_frees_the_driver_and_closes_open_offers() {
     let dir = tempfile::tempdir().unwrap();
     let (store, rec) = open(&dir.path().join("logi.db"));
-    store
-        .set_driver_status(id("45"), DriverStatus::Available, Some("car".into()))
-        .await
-        .unwrap();
-    let pending = store
-        .create_booking(new_booking(), vec![offer("45")])
-        .await
-        .unwrap();
+    online(&store, "45").await;
+    let pending = offered_to_45(&store).await;
     rec.take();
     let c = store
         .cancel(pending.id, Canceller::User, None, "changed my mind".into())
@@ -262,10 +263,7 @@ async fn cancel_frees_the_driver_and_closes_open_offers() {
         ]
     );
 
-    let b = store
-        .create_booking(new_booking(), vec![offer("45")])
-        .await
-        .unwrap();
+    let b = offered_to_45(&store).await;
     store.accept(b.id, id("45")).await.unwrap();
     rec.take();
     let c = store
@@ -290,18 +288,9 @@ async fn cancel_frees_the_driver_and_closes_open_offers() {
 async fn rejected_transitions_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (store, rec) = open(&dir.path().join("logi.db"));
-    store
-        .set_driver_status(id("45"), DriverStatus::Available, Some("car".into()))
-        .await
-        .unwrap();
-    store
-        .set_driver_status(id("47"), DriverStatus::Available, Some("car".into()))
-        .await
-        .unwrap();
-    let b = store
-        .create_booking(new_booking(), vec![offer("45")])
-        .await
-        .unwrap();
+    online(&store, "45").await;
+    online(&store, "47").await;
+    let b = offered_to_45(&store).await;
     rec.take();
     let err = store.accept(b.id, id("47")).await.unwrap_err();
     assert_eq!(
@@ -348,10 +337,7 @@ async fn a_reopened_database_keeps_everything() {
         .set_driver_status(id("45"), DriverStatus::Available, Some("van".into()))
         .await
         .unwrap();
-    let b = store
-        .create_booking(new_booking(), vec![offer("45")])
-        .await
-        .unwrap();
+    let b = offered_to_45(&store).await;
     store.accept(b.id, id("45")).await.unwrap();
     drop(store);
 
