@@ -450,6 +450,7 @@ async fn a_stream_head_lets_a_subscriber_resume_before_its_first_event() {
         topics: vec!["user_12_bookings".into()],
         resume: Default::default(),
         heads: true,
+        snapshots: false,
     };
     let mut stream = Events(rider.events.subscribe(req).await.unwrap().into_inner());
     let head = stream.next().await;

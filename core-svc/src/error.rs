@@ -1,5 +1,7 @@
 //! The domain error of core-svc and the one table that maps it to gRPC codes.
 
+use std::sync::Arc;
+
 use logi::auth::AuthError;
 use tonic::{Code, Status};
 
@@ -38,7 +40,23 @@ pub enum Error {
     #[error("{0}")]
     Unavailable(String),
     #[error("storage failure: {0}")]
-    Storage(String),
+    Storage(#[source] StorageError),
+}
+
+/// A storage failure: what was being done, and the error underneath, kept so the
+/// whole chain reaches the log line.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{context}")]
+pub struct StorageError {
+    context: String,
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl PartialEq for StorageError {
+    fn eq(&self, other: &Self) -> bool {
+        self.context == other.context
+    }
 }
 
 impl Error {
@@ -52,6 +70,25 @@ impl Error {
 
     pub fn precondition(msg: impl Into<String>) -> Self {
         Self::FailedPrecondition(msg.into())
+    }
+
+    /// A storage failure with nothing underneath.
+    pub fn storage(context: impl Into<String>) -> Self {
+        Self::Storage(StorageError {
+            context: context.into(),
+            source: None,
+        })
+    }
+
+    /// A storage failure caused by `source`.
+    pub fn storage_from(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Storage(StorageError {
+            context: context.into(),
+            source: Some(Arc::new(source)),
+        })
     }
 
     pub fn code(&self) -> Code {
@@ -72,18 +109,40 @@ impl Error {
     }
 }
 
+/// `e` and every error under it, `: `-separated.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
+}
+
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        if let Error::Storage(detail) = &e {
-            tracing::error!(%detail, "storage failure");
+        if let Error::Storage(_) = &e {
+            tracing::error!(error = %chain(&e), "storage failure");
         }
         Status::new(e.code(), e.to_string())
     }
 }
 
+/// The message of a full disk, as callers see it.
+pub const DISK_FULL: &str =
+    "core-svc's disk is full: nothing was changed; retry once the operator has freed space";
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        Self::Storage(e.to_string())
+        // A full disk is the operator's to fix and the caller's to retry: UNAVAILABLE,
+        // which clients retry with backoff, rather than INTERNAL, which they do not.
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            tracing::error!(error = %e, "the database's disk is full");
+            return Self::Unavailable(DISK_FULL.to_owned());
+        }
+        Self::storage_from("database error", e)
     }
 }
 

@@ -62,9 +62,13 @@ impl Edge {
 
     /// Connects; panics if the handshake is refused.
     pub async fn connect(&self, path: &str, token: &str) -> Ws {
-        let (stream, response) = tokio_tungstenite::connect_async(self.url(path, token))
-            .await
-            .unwrap();
+        self.connect_with(path, token, "").await
+    }
+
+    /// Connects with more of a query (`"&recover=1"`); panics if refused.
+    pub async fn connect_with(&self, path: &str, token: &str, query: &str) -> Ws {
+        let url = format!("{}{query}", self.url(path, token));
+        let (stream, response) = tokio_tungstenite::connect_async(url).await.unwrap();
         assert_eq!(response.status(), 101);
         Ws(stream)
     }

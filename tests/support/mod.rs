@@ -119,6 +119,7 @@ impl Client {
             topics: topics.iter().map(|t| t.to_string()).collect(),
             resume: resume.iter().map(|(t, c)| (t.to_string(), *c)).collect(),
             heads: false,
+            snapshots: false,
         };
         Events(self.events.subscribe(req).await.unwrap().into_inner())
     }
@@ -307,6 +308,14 @@ pub fn summary(e: &pb::Event) -> String {
                 loc.longitude
             )
         }
+        Kind::Snapshot(s) => format!(
+            "snapshot bookings {:?} offers {:?}",
+            s.bookings.iter().map(|b| b.id).collect::<Vec<_>>(),
+            s.offers
+                .iter()
+                .map(|o| o.booking.as_ref().unwrap().id)
+                .collect::<Vec<_>>()
+        ),
         Kind::DriverStatus(d) => format!(
             "driver_status {} {}",
             d.driver_id,

@@ -30,6 +30,31 @@ pub struct Config {
     #[arg(long, env = "LOGI_CORE_TOKEN", hide_env_values = true)]
     pub core_token: Option<String>,
 
+    /// A file holding the `service` token, read again when it changes (rotation
+    /// without a restart). Instead of LOGI_CORE_TOKEN.
+    #[arg(long, env = "LOGI_CORE_TOKEN_FILE")]
+    pub core_token_file: Option<std::path::PathBuf>,
+
+    /// How long a client may take to send a complete upgrade request; slower ones
+    /// are disconnected.
+    #[arg(long, env = "LOGI_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Largest request head (request line and headers) in bytes; larger ones are
+    /// answered 431.
+    #[arg(long, env = "LOGI_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Open client connections at most; more are answered 503 with Retry-After.
+    /// 0: nine tenths of the open-file limit.
+    #[arg(long, env = "LOGI_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// WebSockets one principal may hold open at once on this edge; one more is
+    /// answered 429.
+    #[arg(long, env = "LOGI_MAX_CONNECTIONS_PER_PRINCIPAL", default_value_t = 8)]
+    pub max_connections_per_principal: usize,
+
     /// Time between server pings; a client that answers none of two is closed.
     #[arg(long, env = "LOGI_PING_INTERVAL", default_value = "20s", value_parser = humantime::parse_duration)]
     pub ping_interval: Duration,
@@ -59,19 +84,37 @@ pub struct Config {
 }
 
 impl Config {
-    /// Checks what clap cannot; the message is one line naming the setting.
-    ///
-    /// # Errors
-    /// The first problem found.
     /// The SO_SNDBUF to set on client sockets, if any.
     pub fn socket_send_buffer(&self) -> Option<u32> {
         (self.send_buffer != 0).then_some(self.send_buffer)
     }
 
+    /// Checks what clap cannot; the message is one line naming the setting.
+    ///
+    /// # Errors
+    /// The first problem found.
     pub fn validate(&self) -> Result<(), String> {
         self.jwt.verifier()?;
-        if self.jwt.jwt_secret.is_none() && self.core_token.is_none() {
-            return Err("LOGI_CORE_TOKEN is required with LOGI_JWT_PUBLIC_KEY: a service token for core-svc".into());
+        if self.core_token.is_some() && self.core_token_file.is_some() {
+            return Err("set LOGI_CORE_TOKEN or LOGI_CORE_TOKEN_FILE, not both".into());
+        }
+        if self.jwt.jwt_secret.is_none()
+            && self.core_token.is_none()
+            && self.core_token_file.is_none()
+        {
+            return Err("LOGI_CORE_TOKEN or LOGI_CORE_TOKEN_FILE is required with LOGI_JWT_PUBLIC_KEY: a service token for core-svc".into());
+        }
+        if let Some(path) = &self.core_token_file {
+            crate::upstream::read_token_file(path)?;
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err("LOGI_HANDSHAKE_TIMEOUT must be more than 0".into());
+        }
+        if self.max_header_bytes < 1024 {
+            return Err("LOGI_MAX_HEADER_BYTES must be at least 1024".into());
+        }
+        if self.max_connections_per_principal == 0 {
+            return Err("LOGI_MAX_CONNECTIONS_PER_PRINCIPAL must be at least 1".into());
         }
         if !(self.core_url.starts_with("http://") || self.core_url.starts_with("https://")) {
             return Err(format!(

@@ -2,8 +2,9 @@
 //!
 //! A mobile app connects to one of the routes with its JWT in `?token=`. The edge
 //! checks the token before the upgrade, opens ONE `EventService.Subscribe` stream on
-//! core-svc for the topics that principal may see, and turns each event into the
-//! exact JSON frame of the route's dialect. Drivers may push their position up the
+//! core-svc for the topics that principal may see (its first events are the app's
+//! snapshot, read at the cursor the live events follow), and turns each event into
+//! the exact JSON frame of the route's dialect. Drivers may push their position up the
 //! same socket. The edge keeps no state of its own beyond each connection.
 //!
 //! # Layout
@@ -13,8 +14,9 @@
 //! - [`handshake`]: token check before the upgrade (401/403/404).
 //! - [`dialect`]: pure event → frame mapping, one module per dialect, and the
 //!   parsing of inbound frames.
-//! - [`upstream`]: the core-svc side: the service credential, Subscribe with resume
-//!   and backoff, snapshots of active bookings, location forwarding.
+//! - [`upstream`]: the core-svc side: the service credential, Subscribe (snapshot
+//!   first) with resume and jittered backoff, location forwarding.
+//! - [`resume`]: the opt-in resume of apps: the cursor in their frames, `?since=`.
 //! - [`session`]: one connection, one task: the select loop over client frames,
 //!   upstream events, the outbox, pings, token expiry and shutdown.
 //! - [`outbox`]: a connection's bounded queue of frames, written in batches with
@@ -33,6 +35,7 @@ pub mod config;
 pub mod dialect;
 pub mod handshake;
 pub mod outbox;
+pub mod resume;
 pub mod route;
 pub mod server;
 pub mod session;

@@ -58,6 +58,12 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues a frame of a snapshot, past the limit if need be: a snapshot is
+    /// bounded by core-svc, and an app with many bookings is not a slow one.
+    pub fn push_snapshot(&mut self, frame: Message) {
+        self.queue.push_back(frame);
+    }
+
     /// Whether anything is waiting to be written or flushed.
     pub fn busy(&self) -> bool {
         !self.queue.is_empty() || self.unflushed > 0

@@ -20,7 +20,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::handshake;
-use crate::session::{self, Session, Settings};
+use crate::resume;
+use crate::session::{Recover, Session, Settings};
 use crate::upstream::{Credential, Feed, Upstream};
 
 /// tungstenite's read buffer is 128 KiB by default, allocated for every connection.
@@ -89,10 +90,17 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     config.validate().map_err(ServeError::Config)?;
     let verifier = Arc::new(config.jwt.verifier().map_err(ServeError::Config)?);
-    let credential = match (config.jwt.signer(), &config.core_token) {
-        (_, Some(token)) => Credential::Static(token.clone()),
-        (Some(signer), None) => Credential::Mint(signer),
-        (None, None) => return Err(ServeError::Config("LOGI_CORE_TOKEN is required".into())),
+    let credential = match (
+        config.jwt.signer(),
+        &config.core_token,
+        &config.core_token_file,
+    ) {
+        (_, Some(token), _) => Credential::Static(token.clone()),
+        (_, None, Some(path)) => Credential::File(path.clone()),
+        (Some(signer), None, None) => Credential::Mint(signer),
+        (None, None, None) => {
+            return Err(ServeError::Config("LOGI_CORE_TOKEN is required".into()));
+        }
     };
     let upstream = Upstream::new(&config.core_url, credential, config.upstream_outage_limit)
         .map_err(ServeError::Config)?;
@@ -144,6 +152,22 @@ async fn readyz(State(edge): State<Edge>) -> Response {
     }
 }
 
+/// The opt-in resume of `?recover=1` / `?since=<cursor>` (which implies it).
+fn recover_mode(query: Option<&HashMap<String, String>>, topics: usize) -> Option<Recover> {
+    let query = query?;
+    let since = query.get("since").filter(|s| !s.is_empty());
+    let asked = matches!(query.get("recover").map(String::as_str), Some("1" | "true"));
+    if !asked && since.is_none() {
+        return None;
+    }
+    let (position, refused) = match since.map(|s| resume::Position::parse(s, topics)) {
+        None => (resume::Position::new(topics), None),
+        Some(Ok(position)) => (position, None),
+        Some(Err(e)) => (resume::Position::new(topics), Some(e)),
+    };
+    Some(Recover { position, refused })
+}
+
 async fn upgrade(
     State(edge): State<Edge>,
     uri: Uri,
@@ -168,29 +192,32 @@ async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    // Subscribe, then read the snapshot, before answering 101: once the app is
-    // connected its stream is live, and whatever follows the snapshot is newer.
-    let topics = route
+    // Subscribed before answering 101: once the app is connected its stream is
+    // live, and its snapshot comes first on it.
+    let topics: Vec<String> = route
         .topics(&principal)
         .iter()
         .map(ToString::to_string)
         .collect();
-    let mut feed = Feed::new(edge.upstream.clone(), topics);
-    let prepared = async {
-        feed.subscribe_now().await?;
-        session::snapshot(&edge.upstream, route, &principal).await
-    };
-    let snapshot = match prepared.await {
-        Ok(snapshot) => snapshot,
-        Err(status) => {
-            tracing::warn!(path, code = ?status.code(), message = status.message(), "core-svc unavailable at handshake");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "core-svc is unavailable: retry shortly\n",
-            )
-                .into_response();
-        }
-    };
+    let recover = recover_mode(query.as_ref().ok().map(|q| &q.0), topics.len());
+    let cursors = recover
+        .as_ref()
+        .map(|r| {
+            r.position
+                .resume(&topics)
+                .map(|(t, c)| (t.clone(), c))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut feed = Feed::new(edge.upstream.clone(), topics.clone(), cursors);
+    if let Err(status) = feed.subscribe_now().await {
+        tracing::warn!(path, code = ?status.code(), message = status.message(), "core-svc unavailable at handshake");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "core-svc is unavailable: retry shortly\n",
+        )
+            .into_response();
+    }
     let max = edge.settings.max_frame_bytes;
     let session = Session {
         route,
@@ -199,7 +226,8 @@ async fn upgrade(
         settings: edge.settings.clone(),
         shutdown: edge.shutdown.clone(),
         feed,
-        snapshot,
+        topics,
+        recover,
     };
     let sessions = edge.sessions.clone();
     ws.read_buffer_size(READ_BUFFER)

@@ -16,7 +16,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::SinkExt;
 use futures::stream::{SplitStream, StreamExt};
 use logi::auth::{Principal, Role};
-use logi::pb;
+use logi::pb::{self, event::Kind};
 use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,7 @@ use tracing::Instrument;
 use crate::close;
 use crate::dialect::{self, Audience, inbound};
 use crate::outbox::{Outbox, Sink};
+use crate::resume;
 use crate::route::Route;
 use crate::upstream::{Feed, FeedEnd, Upstream};
 
@@ -46,29 +47,26 @@ pub struct Settings {
     pub max_frame_bytes: usize,
 }
 
-/// A booking as the snapshot showed it: events up to this time are already shown.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Shown {
-    updated_at: (i64, i32),
-}
-
 pub struct Session {
     pub route: Route,
     pub principal: Principal,
     pub upstream: Upstream,
     pub settings: Settings,
     pub shutdown: CancellationToken,
-    /// Subscribed before the upgrade.
+    /// Subscribed before the upgrade; its first events are the snapshot.
     pub feed: Feed,
-    /// The snapshot read after subscribing, sent before any event.
-    pub snapshot: Snapshot,
+    /// The route's topics, in the route's order.
+    pub topics: Vec<String>,
+    /// Set with `?recover=1` (or `?since=`).
+    pub recover: Option<Recover>,
 }
 
-/// The frames that show a principal its bookings in progress, and what they cover.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    frames: Vec<Value>,
-    shown: HashMap<u64, Shown>,
+/// The opt-in resume of an app: where it stands, and a `resync` frame owed to it.
+#[derive(Debug)]
+pub struct Recover {
+    pub position: resume::Position,
+    /// The refusal of the app's `since` by the edge itself, told before any frame.
+    pub refused: Option<resume::CursorError>,
 }
 
 /// The audience of a connection.
@@ -78,35 +76,6 @@ pub fn audience(route: Route, principal: &Principal) -> Audience {
         principal: principal.id.clone(),
         role: principal.role,
     }
-}
-
-/// The state of the principal's bookings in progress, as ordinary frames.
-///
-/// # Errors
-/// The status core-svc answered.
-pub async fn snapshot(
-    upstream: &Upstream,
-    route: Route,
-    principal: &Principal,
-) -> Result<Snapshot, tonic::Status> {
-    let mut bookings = upstream.active_bookings(principal).await?;
-    let topic = match principal.role {
-        Role::User => logi::topic::Topic::UserBookings(principal.id.clone()),
-        _ => {
-            // Only a rider is shown its OTP.
-            bookings.iter_mut().for_each(|b| b.otp.clear());
-            logi::topic::Topic::DriverBookings(principal.id.clone())
-        }
-    }
-    .to_string();
-    let audience = audience(route, principal);
-    let mut snap = Snapshot::default();
-    for b in &bookings {
-        snap.frames.extend(dialect::snapshot(b, &topic, &audience));
-        let at = b.updated_at.map_or((0, 0), |t| (t.seconds, t.nanos));
-        snap.shown.insert(b.id, Shown { updated_at: at });
-    }
-    Ok(snap)
 }
 
 /// Why the session ended.
@@ -157,8 +126,7 @@ impl End {
 
 /// Queues a frame; a full outbox means the client is too slow.
 fn enqueue(out: &mut Outbox, frame: &Value) -> Result<(), End> {
-    out.push(Message::Text(frame.to_string().into()))
-        .map_err(|_| End::slow())
+    out.push(text(frame)).map_err(|_| End::slow())
 }
 
 impl Session {
@@ -219,22 +187,16 @@ impl Session {
         incoming: &mut SplitStream<WebSocket>,
         out: &mut Outbox,
     ) -> End {
-        let snapshot = std::mem::take(&mut self.snapshot);
-        // Written at once, not queued: a snapshot may be longer than the outbox.
-        let shown = async {
-            for frame in &snapshot.frames {
-                sink.feed(Message::Text(frame.to_string().into())).await?;
-            }
-            sink.flush().await
-        };
-        match tokio::time::timeout(WRITE_TIMEOUT, shown).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return End::gone(),
-            Err(_) => return End::slow(),
-        }
-        let feed = std::mem::replace(&mut self.feed, Feed::new(self.upstream.clone(), Vec::new()));
+        let feed = std::mem::replace(
+            &mut self.feed,
+            Feed::new(self.upstream.clone(), Vec::new(), HashMap::new()),
+        );
         let mut events = std::pin::pin!(feed.into_stream());
-        let audience = audience(self.route, &self.principal);
+        let mut delivery = Delivery {
+            audience: audience(self.route, &self.principal),
+            topics: std::mem::take(&mut self.topics),
+            recover: self.recover.take(),
+        };
         let interval = self.settings.ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
         let mut unanswered = 0u32;
@@ -313,7 +275,7 @@ impl Session {
                 // client would be closed as slow.
                 event = tokio::task::coop::cooperative(events.next()) => match event {
                     Some(Ok(event)) => {
-                        if let Err(end) = deliver(&event, &audience, &snapshot, out) {
+                        if let Err(end) = delivery.deliver(&event, out) {
                             return end;
                         }
                     }
@@ -369,94 +331,81 @@ fn feed_end_reason(end: &FeedEnd) -> &'static str {
     }
 }
 
-/// Whether the snapshot already showed what `event` says.
-fn already_shown(event: &pb::Event, snapshot: &Snapshot) -> bool {
-    let booking = match &event.kind {
-        Some(pb::event::Kind::BookingChanged(c)) => c.booking.as_ref().map(|b| b.id),
-        Some(pb::event::Kind::OtpIssued(o)) => Some(o.booking_id),
-        _ => None,
-    };
-    let (Some(id), Some(at)) = (booking, event.occurred_at) else {
-        return false;
-    };
-    snapshot
-        .shown
-        .get(&id)
-        .is_some_and(|shown| (at.seconds, at.nanos) <= shown.updated_at)
+/// Turns a connection's events into its frames.
+struct Delivery {
+    audience: Audience,
+    topics: Vec<String>,
+    recover: Option<Recover>,
 }
 
-fn deliver(
-    event: &pb::Event,
-    audience: &Audience,
-    snapshot: &Snapshot,
-    out: &mut Outbox,
-) -> Result<(), End> {
-    if let Some(pb::event::Kind::ResyncRequired(r)) = &event.kind {
-        // core-svc's history no longer reaches our cursor (its database was replaced
-        // or restored): events may be missing, so the app starts over.
-        tracing::warn!(detail = %r.detail, "resync required: closing so the app reconnects");
-        return Err(End::close(
-            close::SERVICE_RESTART,
-            "core-svc's history was reset, reconnect",
-        ));
-    }
-    if already_shown(event, snapshot) {
-        return Ok(());
-    }
-    for frame in dialect::render(event, audience) {
-        enqueue(out, &frame)?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn changed(id: u64, at: (i64, i32)) -> pb::Event {
-        pb::Event {
-            topic: "user_12_bookings".into(),
-            cursor: None,
-            occurred_at: Some(prost_types::Timestamp {
-                seconds: at.0,
-                nanos: at.1,
-            }),
-            kind: Some(pb::event::Kind::BookingChanged(pb::BookingChanged {
-                booking: Some(pb::Booking {
-                    id,
-                    ..Default::default()
-                }),
-                previous_status: 0,
-            })),
-        }
-    }
-
-    #[test]
-    fn events_the_snapshot_already_showed_are_not_repeated() {
-        let mut snapshot = Snapshot::default();
-        snapshot.shown.insert(
-            7,
-            Shown {
-                updated_at: (100, 5_000_000),
-            },
-        );
-        assert!(already_shown(&changed(7, (100, 5_000_000)), &snapshot));
-        assert!(already_shown(&changed(7, (99, 0)), &snapshot));
-        assert!(
-            !already_shown(&changed(7, (100, 6_000_000)), &snapshot),
-            "a later change is news"
-        );
-        assert!(
-            !already_shown(&changed(8, (1, 0)), &snapshot),
-            "another booking is news"
-        );
-        let otp = pb::Event {
-            kind: Some(pb::event::Kind::OtpIssued(pb::OtpIssued {
-                booking_id: 7,
-                otp: "123456".into(),
-            })),
-            ..changed(7, (100, 5_000_000))
+impl Delivery {
+    fn deliver(&mut self, event: &pb::Event, out: &mut Outbox) -> Result<(), End> {
+        let Some(kind) = &event.kind else {
+            return Ok(());
         };
-        assert!(already_shown(&otp, &snapshot));
+        let cursor = self.advance(event);
+        if let Some(recover) = &mut self.recover
+            && let Some(refused) = recover.refused.take()
+        {
+            let frame =
+                dialect::resync_frame(&self.audience, "invalid_cursor", &refused.to_string());
+            enqueue(out, &stamped(frame, cursor.as_deref()))?;
+        }
+        let frames = match kind {
+            Kind::ResyncRequired(r) => {
+                let Some(_) = &self.recover else {
+                    // core-svc's history no longer reaches our cursor (its database
+                    // was replaced or restored): events may be missing, so the app
+                    // starts over.
+                    tracing::warn!(detail = %r.detail, "resync required: closing so the app reconnects");
+                    return Err(End::close(
+                        close::SERVICE_RESTART,
+                        "core-svc's history was reset, reconnect",
+                    ));
+                };
+                // The snapshot follows from core-svc.
+                let frame = dialect::resync_frame(
+                    &self.audience,
+                    dialect::resync_reason(r.reason),
+                    &r.detail,
+                );
+                return enqueue(out, &stamped(frame, cursor.as_deref()));
+            }
+            Kind::Snapshot(snap) => {
+                let frames = dialect::snapshot(snap, &event.topic, &self.audience);
+                // Bounded by core-svc (a few dozen bookings and offers), and allowed
+                // past the outbox's limit: an app with many bookings is not slow.
+                for frame in frames {
+                    out.push_snapshot(text(&stamped(frame, cursor.as_deref())));
+                }
+                return Ok(());
+            }
+            _ => dialect::render(event, &self.audience),
+        };
+        let cursor = cursor.filter(|_| dialect::is_durable(kind));
+        for frame in frames {
+            enqueue(out, &stamped(frame, cursor.as_deref()))?;
+        }
+        Ok(())
     }
+
+    /// In recover mode, moves the app's position to `event` and returns the cursor
+    /// its frames carry.
+    fn advance(&mut self, event: &pb::Event) -> Option<String> {
+        let recover = self.recover.as_mut()?;
+        let index = self.topics.iter().position(|t| *t == event.topic)?;
+        recover.position.advance(index, event.cursor?);
+        recover.position.encode()
+    }
+}
+
+fn stamped(frame: Value, cursor: Option<&str>) -> Value {
+    match cursor {
+        Some(c) => dialect::with_cursor(frame, c),
+        None => frame,
+    }
+}
+
+fn text(frame: &Value) -> Message {
+    Message::Text(frame.to_string().into())
 }

@@ -2,22 +2,23 @@
 //!
 //! [`Upstream`] holds one lazily connected gRPC channel (HTTP/2 multiplexes every
 //! connection's stream over it) and the edge's service credential: with an HS256
-//! secret it mints a short-lived `service` token per call, otherwise it sends the
-//! configured one. [`Feed`] is one connection's event stream: it subscribes, and when
-//! the stream breaks it subscribes again from the last cursor it handed out, with
-//! backoff, until the outage limit. The session polls it in its own task.
+//! secret it mints a `service` token and renews it at half its life; a configured
+//! token is sent as it is, and one read from a file is read again when the file
+//! changes. [`Feed`] is one connection's event stream: it subscribes (the snapshot
+//! comes as the stream's first events), and when the stream breaks it subscribes
+//! again from the last cursor it handed out, with jittered backoff, until the
+//! outage limit. The session polls it in its own task.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::Stream;
-use logi::auth::{Principal, Role, Signer};
+use logi::auth::{Role, Signer};
 use logi::id::Id;
 use logi::pb::location_service_client::LocationServiceClient;
-use logi::pb::{
-    self, booking_service_client::BookingServiceClient, event_service_client::EventServiceClient,
-};
+use logi::pb::{self, event_service_client::EventServiceClient};
 use tokio::time::Instant;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
@@ -26,8 +27,11 @@ use tonic::{Request, Status, Streaming};
 use crate::close::{self, StreamEnd};
 use crate::dialect::inbound::Position;
 
-/// Lifetime of a minted service token; a stream outliving it is resumed with a new one.
+/// Lifetime of a minted service token; core-svc does not end `service` streams when
+/// it expires, so only new calls need a fresh one.
 const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// How often a token file is looked at for a change.
+const TOKEN_FILE_CHECK: Duration = Duration::from_secs(5);
 /// Cancelled streams remembered on the connection to core-svc (see `Upstream::new`).
 const MAX_REMEMBERED_RESETS: usize = 100_000;
 /// Deadline of unary calls to core-svc.
@@ -37,14 +41,42 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub enum Credential {
-    /// Mint a `service` token per call.
+    /// Mint a `service` token, renewed at half its life.
     Mint(Signer),
     /// Send this token.
     Static(String),
+    /// Send the token in this file, read again when the file changes (so an operator
+    /// or a secret manager can rotate it without restarting the edge).
+    File(PathBuf),
 }
 
-/// An `authorization` value and, if minted, when to renew it.
-type Header = (MetadataValue<Ascii>, Option<Instant>);
+/// An `authorization` value, when to look at it again, and for a token file the
+/// modification time it was read at.
+type Header = (MetadataValue<Ascii>, Option<Instant>, Option<SystemTime>);
+
+/// A token file's contents and modification time.
+///
+/// # Errors
+/// When it cannot be read or holds no token.
+pub fn read_token_file(path: &std::path::Path) -> Result<(String, Option<SystemTime>), String> {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| format!("LOGI_CORE_TOKEN_FILE {}: {e}", path.display()))?;
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(format!(
+            "LOGI_CORE_TOKEN_FILE {} holds no token",
+            path.display()
+        ));
+    }
+    Ok((token.to_owned(), modified))
+}
+
+fn header_value(token: &str) -> Result<MetadataValue<Ascii>, Status> {
+    format!("Bearer {token}")
+        .parse()
+        .map_err(|_| Status::internal("the service token is not a valid header value"))
+}
 
 /// A handle to core-svc, one pointer wide: every session and its feed hold one.
 #[derive(Clone)]
@@ -96,28 +128,51 @@ impl Upstream {
         })))
     }
 
-    /// The `authorization` value: a configured token, or a minted one renewed when
-    /// half its lifetime has passed.
+    /// The `authorization` value: a configured token, a minted one renewed when half
+    /// its lifetime has passed, or a token file's, read again when it changed.
     fn header(&self) -> Result<MetadataValue<Ascii>, Status> {
         let mut cached = self.0.header.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((value, renew_at)) = cached.as_ref()
-            && renew_at.is_none_or(|at| Instant::now() < at)
+        if let Some((value, check_at, _)) = cached.as_ref()
+            && check_at.is_none_or(|at| Instant::now() < at)
         {
             return Ok(value.clone());
         }
-        let (token, renew_at) = match &self.0.credential {
+        let fresh = match &self.0.credential {
             Credential::Mint(signer) => {
                 let token = signer
                     .mint("ws-edge", Role::Service, SERVICE_TOKEN_TTL)
                     .map_err(|e| Status::internal(e.to_string()))?;
-                (token, Some(Instant::now() + SERVICE_TOKEN_TTL / 2))
+                let renew_at = Instant::now() + SERVICE_TOKEN_TTL / 2;
+                (header_value(&token)?, Some(renew_at), None)
             }
-            Credential::Static(token) => (token.clone(), None),
+            Credential::Static(token) => (header_value(token)?, None, None),
+            Credential::File(path) => {
+                let check_at = Some(Instant::now() + TOKEN_FILE_CHECK);
+                let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+                match cached.take() {
+                    // Unchanged since it was read: look again later.
+                    Some((value, _, read_at)) if read_at.is_some() && read_at == modified => {
+                        (value, check_at, read_at)
+                    }
+                    previous => match read_token_file(path) {
+                        Ok((token, modified)) => {
+                            tracing::info!(path = %path.display(), "read the service token file");
+                            (header_value(&token)?, check_at, modified)
+                        }
+                        // Mid-rotation (emptied, being rewritten): keep the last good one.
+                        Err(e) => match previous {
+                            Some((value, _, read_at)) => {
+                                tracing::warn!(error = %e, "keeping the service token read before");
+                                (value, check_at, read_at)
+                            }
+                            None => return Err(Status::unauthenticated(e)),
+                        },
+                    },
+                }
+            }
         };
-        let value: MetadataValue<Ascii> = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| Status::internal("the service token is not a valid header value"))?;
-        *cached = Some((value.clone(), renew_at));
+        let value = fresh.0.clone();
+        *cached = Some(fresh);
         Ok(value)
     }
 
@@ -136,39 +191,13 @@ impl Upstream {
             topics: topics.to_vec(),
             resume: resume.clone(),
             heads: true,
+            snapshots: true,
         })?;
         let mut client = EventServiceClient::new(self.0.channel.clone());
         Ok(tokio::time::timeout(CALL_TIMEOUT, client.subscribe(req))
             .await
             .map_err(|_| Status::unavailable("core-svc did not answer Subscribe in time"))??
             .into_inner())
-    }
-
-    /// The bookings in progress that a (re)connecting app should be shown, with the
-    /// OTP for the rider: none for admins.
-    ///
-    /// # Errors
-    /// The status core-svc answered.
-    pub async fn active_bookings(&self, principal: &Principal) -> Result<Vec<pb::Booking>, Status> {
-        let mut q = pb::ListBookingsRequest {
-            active: true,
-            page_size: 100,
-            ..Default::default()
-        };
-        match principal.role {
-            Role::User => q.user_id = principal.id.to_string(),
-            Role::Driver => q.driver_id = principal.id.to_string(),
-            Role::Admin | Role::Service => return Ok(Vec::new()),
-        }
-        let mut req = self.request(q)?;
-        req.set_timeout(CALL_TIMEOUT);
-        let mut bookings = BookingServiceClient::new(self.0.channel.clone())
-            .list_bookings(req)
-            .await?
-            .into_inner()
-            .bookings;
-        bookings.reverse(); // oldest first, as they happened
-        Ok(bookings)
     }
 
     /// Forwards a driver's position, the driver id taken from its token.
@@ -223,8 +252,9 @@ impl FeedEnd {
 
 /// One connection's events, across core-svc restarts and broken streams.
 ///
-/// Every topic has a cursor from the start (core-svc sends a StreamHead per topic),
-/// so a resubscription resumes exactly after the last event handed out.
+/// Every topic has a cursor from the start (core-svc begins each topic with a
+/// Snapshot, or replays after the app's own cursor), so a resubscription resumes
+/// exactly after the last event handed out.
 pub struct Feed {
     upstream: Upstream,
     topics: Vec<String>,
@@ -236,11 +266,16 @@ pub struct Feed {
 }
 
 impl Feed {
-    pub fn new(upstream: Upstream, topics: Vec<String>) -> Self {
+    /// A feed of `topics`, resuming those in `cursors` right after them.
+    pub fn new(
+        upstream: Upstream,
+        topics: Vec<String>,
+        cursors: HashMap<String, pb::Cursor>,
+    ) -> Self {
         Self {
             upstream,
             topics,
-            cursors: HashMap::new(),
+            cursors,
             stream: None,
             down_since: None,
             backoff: FIRST_BACKOFF,
@@ -286,7 +321,9 @@ impl Feed {
             return Err(FeedEnd::Outage(status));
         }
         tracing::debug!(code = ?status.code(), message = status.message(), "core-svc stream broke; resubscribing");
-        tokio::time::sleep(self.backoff.min(left)).await;
+        // Jittered: the sessions of an edge all lose their streams at the same
+        // moment, and should not all come back in the same one.
+        tokio::time::sleep(jitter(self.backoff).min(left)).await;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         Ok(())
     }
@@ -310,8 +347,9 @@ impl Feed {
                             self.cursors.insert(event.topic.clone(), cursor);
                             continue;
                         }
-                        // Never deduplicated: its cursor replaces ours whatever it is.
-                        Some(pb::event::Kind::ResyncRequired(_)) => {}
+                        // Never deduplicated: their cursor replaces ours whatever it is.
+                        Some(pb::event::Kind::ResyncRequired(_) | pb::event::Kind::Snapshot(_)) => {
+                        }
                         _ => {
                             let seen = self.cursors.get(&event.topic).is_some_and(|c| {
                                 c.epoch == cursor.epoch && c.offset >= cursor.offset
@@ -354,6 +392,11 @@ impl Feed {
     }
 }
 
+/// A wait between `d / 2` and `d`, drawn afresh each time.
+pub fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::random_range(0.5..=1.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,10 +421,10 @@ mod tests {
         // A value planted in the cache comes back while fresh: nothing was minted...
         let planted: MetadataValue<Ascii> = "Bearer planted".parse().unwrap();
         let fresh = Instant::now() + Duration::from_secs(60);
-        *minted.0.header.lock().unwrap() = Some((planted.clone(), Some(fresh)));
+        *minted.0.header.lock().unwrap() = Some((planted.clone(), Some(fresh), None));
         assert_eq!(minted.header().unwrap(), planted);
         // ...and once due for renewal a new token replaces it.
-        *minted.0.header.lock().unwrap() = Some((planted.clone(), Some(Instant::now())));
+        *minted.0.header.lock().unwrap() = Some((planted.clone(), Some(Instant::now()), None));
         assert!(
             minted
                 .header()
@@ -397,5 +440,50 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fixed.header().unwrap(), "Bearer abc");
+    }
+
+    #[tokio::test]
+    async fn a_token_file_is_read_again_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("core-token");
+        std::fs::write(&path, "first\n").unwrap();
+        let up = Upstream::new(
+            "http://127.0.0.1:1",
+            Credential::File(path.clone()),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(up.header().unwrap(), "Bearer first");
+        std::fs::write(&path, "second").unwrap();
+        // Not looked at again before the check interval...
+        assert_eq!(up.header().unwrap(), "Bearer first");
+        // ...then read again, with a new modification time.
+        let later = SystemTime::now() + Duration::from_secs(10);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        up.0.header.lock().unwrap().as_mut().unwrap().1 = Some(Instant::now());
+        assert_eq!(up.header().unwrap(), "Bearer second");
+        // Emptied mid-rotation: the last good token stays in use.
+        std::fs::write(&path, "").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later + Duration::from_secs(10))
+            .unwrap();
+        up.0.header.lock().unwrap().as_mut().unwrap().1 = Some(Instant::now());
+        assert_eq!(up.header().unwrap(), "Bearer second");
+    }
+
+    #[test]
+    fn backoff_is_jittered_within_half_to_whole() {
+        let d = Duration::from_millis(800);
+        let waits: Vec<Duration> = (0..64).map(|_| jitter(d)).collect();
+        assert!(waits.iter().all(|w| *w >= d / 2 && *w <= d));
+        assert!(waits.iter().any(|w| *w != waits[0]), "not all the same");
     }
 }

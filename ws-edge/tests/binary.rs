@@ -27,6 +27,6 @@ fn a_public_key_needs_a_service_token_for_core() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
-        "ws-edge: LOGI_CORE_TOKEN is required with LOGI_JWT_PUBLIC_KEY: a service token for core-svc\n"
+        "ws-edge: LOGI_CORE_TOKEN or LOGI_CORE_TOKEN_FILE is required with LOGI_JWT_PUBLIC_KEY: a service token for core-svc\n"
     );
 }

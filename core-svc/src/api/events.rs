@@ -3,6 +3,12 @@
 //! The subscription registers with the hub BEFORE history is read, so any event
 //! committed after the read is queued live; events that are in both the history and
 //! the live queue are dropped by offset, per topic.
+//!
+//! Each topic starts in one of three ways, decided before the answer: at its head
+//! (no cursor: a StreamHead or a Snapshot marks where), by replay (a cursor that
+//! [`check_cursor`] accepts), or with a ResyncRequired at its head (a cursor it
+//! refuses), followed by a Snapshot when asked. Every topic's marker is sent first,
+//! then the replays.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -10,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::Stream;
+use logi::auth::Role;
 use logi::pb::{self, event::Kind, event_service_server::EventService, resync_required::Reason};
 use logi::topic::Topic;
 use tonic::{Request, Response, Status};
@@ -18,16 +25,108 @@ use super::{Core, principal};
 use crate::error::Error;
 use crate::hub::{self, EPHEMERAL_SPAN, Next, Subscription};
 use crate::model::timestamp;
-use crate::store::TopicState;
+use crate::store::{TopicSnapshot, TopicState};
 
 /// Topics one subscription may read.
 pub const MAX_TOPICS: usize = 16;
+/// The longest a stream's expiry is waited for: later ones (and `service` streams,
+/// which never expire) are treated as this, so the clock never overflows.
+const MAX_STREAM_LIFE: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Durable events read from storage per query while replaying.
 const REPLAY_PAGE: usize = 256;
 
 pub struct EventApi(pub Arc<Core>);
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+/// Why a resume cursor cannot be honoured, as ResyncRequired says it.
+pub type Refusal = (Reason, String);
+
+/// Whether a stream may resume after `cursor` in a topic whose history is `state`,
+/// in the event log of `epoch`: same epoch, not past the last durable event nor so
+/// far into the ephemeral range that raising the counter past it would leave no
+/// offsets for further positions, and not before what retention removed.
+///
+/// # Errors
+/// The [`Refusal`] to send in a ResyncRequired.
+pub fn check_cursor(cursor: &pb::Cursor, epoch: u64, state: &TopicState) -> Result<(), Refusal> {
+    let (seq, ephemeral) = hub::split(cursor.offset);
+    if cursor.epoch != epoch {
+        Err((
+            Reason::EpochChanged,
+            format!(
+                "cursor epoch {} is not this event log's epoch {epoch}",
+                cursor.epoch
+            ),
+        ))
+    } else if seq > state.last_seq || ephemeral >= EPHEMERAL_SPAN / 2 {
+        Err((
+            Reason::CursorAhead,
+            format!(
+                "cursor offset {} is past the last event written",
+                cursor.offset
+            ),
+        ))
+    } else if seq < state.pruned_seq {
+        Err((
+            Reason::HistoryTruncated,
+            "events after the cursor were removed by retention".to_owned(),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// How one topic of a subscription starts.
+enum Start {
+    /// Live from the head, marked by a StreamHead or a Snapshot when asked for.
+    Head,
+    /// Replay after this offset, then live.
+    Replay(u64),
+    /// ResyncRequired at the head (then a Snapshot when asked for), then live.
+    Resync(Refusal),
+}
+
+struct TopicStart {
+    name: String,
+    topic: Topic,
+    state: TopicState,
+    start: Start,
+    /// Read with `state` when the stream asked for snapshots and this start needs one.
+    snapshot: Option<pb::Snapshot>,
+}
+
+/// The snapshot as the stream carries it; the OTP goes only to the rider's topic.
+fn snapshot_pb(topic: &Topic, snap: &TopicSnapshot) -> pb::Snapshot {
+    let with_otp = matches!(topic, Topic::UserBookings(_));
+    pb::Snapshot {
+        bookings: snap.bookings.iter().map(|b| b.to_pb(with_otp)).collect(),
+        offers: snap
+            .offers
+            .iter()
+            .map(|(b, distance_m)| pb::BookingOffered {
+                booking: Some(b.to_pb(false)),
+                distance_m: *distance_m,
+            })
+            .collect(),
+    }
+}
+
+impl Core {
+    /// A topic's bounds, and its snapshot when `snapshot` is asked for.
+    async fn topic_read(
+        &self,
+        topic: &Topic,
+        snapshot: bool,
+    ) -> Result<(TopicState, Option<pb::Snapshot>), Error> {
+        if snapshot {
+            let (state, snap) = self.store.topic_snapshot(topic.clone()).await?;
+            Ok((state, Some(snapshot_pb(topic, &snap))))
+        } else {
+            Ok((self.store.topic_state(topic.to_string()).await?, None))
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl EventService for EventApi {
@@ -42,7 +141,13 @@ impl EventService for EventApi {
         if r.topics.is_empty() {
             return Err(Error::invalid("topics is empty: name at least one topic").into());
         }
-        let mut names: Vec<String> = Vec::new();
+        // Counted before anything else is done per topic.
+        if r.topics.len() > MAX_TOPICS {
+            return Err(
+                Error::invalid(format!("at most {MAX_TOPICS} topics per subscription")).into(),
+            );
+        }
+        let mut topics: Vec<(String, Topic)> = Vec::with_capacity(r.topics.len());
         for name in r.topics {
             let topic = Topic::parse(&name).map_err(|e| Error::invalid(e.to_string()))?;
             if !topic.readable_by(&p) {
@@ -53,16 +158,15 @@ impl EventService for EventApi {
                 ))
                 .into());
             }
-            if !names.contains(&name) {
-                names.push(name);
+            if !topics.iter().any(|(n, _)| *n == name) {
+                topics.push((name, topic));
             }
         }
-        if names.len() > MAX_TOPICS {
-            return Err(
-                Error::invalid(format!("at most {MAX_TOPICS} topics per subscription")).into(),
-            );
-        }
-        if let Some(stray) = r.resume.keys().find(|k| !names.contains(k)) {
+        if let Some(stray) = r
+            .resume
+            .keys()
+            .find(|k| !topics.iter().any(|(n, _)| n == *k))
+        {
             return Err(Error::invalid(format!(
                 "resume names topic {stray}, which is not in topics"
             ))
@@ -71,44 +175,76 @@ impl EventService for EventApi {
         let sub = self
             .0
             .hub
-            .subscribe(names.clone())
+            .subscribe(topics.iter().map(|(n, _)| n.clone()).collect())
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        // Read each topic's bounds before answering, so that the hub knows the durable
-        // head (and can number positions) as soon as the caller holds the stream.
+        // Each topic's bounds are read before answering, so that the hub knows the
+        // durable head (and can number positions) as soon as the caller holds the
+        // stream.
         let epoch = self.0.store.epoch();
-        let mut states = Vec::with_capacity(names.len());
-        for name in &names {
-            let state = self.0.store.topic_state(name.clone()).await?;
-            let resume_offset = r
-                .resume
-                .get(name)
-                .filter(|c| c.epoch == epoch)
-                .map(|c| c.offset);
-            self.0.hub.observe(name, state.last_seq, resume_offset);
-            states.push((name.clone(), state));
+        let mut starts = Vec::with_capacity(topics.len());
+        for (name, topic) in topics {
+            let cursor = r.resume.get(&name);
+            let (mut state, mut snapshot) = self
+                .0
+                .topic_read(&topic, r.snapshots && cursor.is_none())
+                .await?;
+            let start = match cursor {
+                None => Start::Head,
+                Some(c) => match check_cursor(c, epoch, &state) {
+                    Ok(()) => Start::Replay(c.offset),
+                    Err(refusal) => {
+                        if r.snapshots {
+                            (state, snapshot) = self.0.topic_read(&topic, true).await?;
+                        }
+                        Start::Resync(refusal)
+                    }
+                },
+            };
+            // Only a cursor that was accepted may raise the ephemeral counter.
+            let resumed = match start {
+                Start::Replay(offset) => Some(offset),
+                _ => None,
+            };
+            self.0.hub.observe(&name, state.last_seq, resumed);
+            starts.push(TopicStart {
+                name,
+                topic,
+                state,
+                start,
+                snapshot,
+            });
         }
-        let expires_in = UNIX_EPOCH
-            .checked_add(Duration::from_secs(p.expires_at))
-            .and_then(|exp| exp.duration_since(SystemTime::now()).ok())
-            .unwrap_or_default();
-        tracing::debug!(principal = %p.id, topics = ?names, "subscribed");
+        // An app's stream ends with its token. A `service` stream does not: an edge
+        // carries thousands of apps on streams opened with one service token, and
+        // cutting them all in the same second when it expires would send them all
+        // back through the writer at once; the edge enforces each app's own expiry.
+        let expires_in = if p.role == Role::Service {
+            MAX_STREAM_LIFE
+        } else {
+            UNIX_EPOCH
+                .checked_add(Duration::from_secs(p.expires_at))
+                .and_then(|exp| exp.duration_since(SystemTime::now()).ok())
+                .unwrap_or_default()
+        };
+        tracing::debug!(principal = %p.id, topics = starts.len(), "subscribed");
+        let options = Options {
+            heads: r.heads,
+            snapshots: r.snapshots,
+            expires_in,
+        };
         Ok(Response::new(Box::pin(events(
             self.0.clone(),
             sub,
-            states,
-            r.resume,
-            r.heads,
-            expires_in,
+            starts,
+            options,
         ))))
     }
 }
 
-/// Whether a same-epoch cursor could have been handed out: not past the last
-/// durable event, and not so far into the ephemeral range that raising the counter
-/// past it would leave no offsets for further positions.
-fn plausible(offset: u64, last_seq: u64) -> bool {
-    let (seq, ephemeral) = hub::split(offset);
-    seq <= last_seq && ephemeral < EPHEMERAL_SPAN / 2
+struct Options {
+    heads: bool,
+    snapshots: bool,
+    expires_in: Duration,
 }
 
 /// An event of the stream itself (not of the log) at `offset`.
@@ -121,12 +257,21 @@ fn marker(topic: &str, epoch: u64, offset: u64, kind: Kind) -> pb::Event {
     }
 }
 
-fn resync(topic: &str, epoch: u64, offset: u64, reason: Reason, detail: String) -> pb::Event {
-    let kind = Kind::ResyncRequired(pb::ResyncRequired {
+/// The ResyncRequired at `head`, and the snapshot read with it, if any.
+fn resync_at(
+    topic: &str,
+    epoch: u64,
+    head: u64,
+    (reason, detail): Refusal,
+    snapshot: Option<pb::Snapshot>,
+) -> impl Iterator<Item = pb::Event> {
+    let offset = head * EPHEMERAL_SPAN;
+    let resync = Kind::ResyncRequired(pb::ResyncRequired {
         reason: reason as i32,
         detail,
     });
-    marker(topic, epoch, offset, kind)
+    std::iter::once(marker(topic, epoch, offset, resync))
+        .chain(snapshot.map(|s| marker(topic, epoch, offset, Kind::Snapshot(s))))
 }
 
 enum Live {
@@ -137,46 +282,48 @@ enum Live {
 fn events(
     core: Arc<Core>,
     mut sub: Subscription,
-    topics: Vec<(String, TopicState)>,
-    resume: HashMap<String, pb::Cursor>,
-    heads: bool,
-    expires_in: Duration,
+    starts: Vec<TopicStart>,
+    options: Options,
 ) -> impl Stream<Item = Result<pb::Event, Status>> + Send {
     async_stream::stream! {
         let epoch = core.store.epoch();
         // Capped: a token valid for centuries must not overflow the clock.
-        let expiry = tokio::time::Instant::now() + expires_in.min(Duration::from_secs(365 * 24 * 3600));
+        let expiry = tokio::time::Instant::now() + options.expires_in.min(MAX_STREAM_LIFE);
         // The offset of the last event sent, per topic with a cursor.
         let mut delivered: HashMap<String, u64> = HashMap::new();
-        for (topic, state) in &topics {
-            let Some(cursor) = resume.get(topic).copied() else {
-                if heads {
-                    let head = state.last_seq * EPHEMERAL_SPAN;
-                    delivered.insert(topic.clone(), head);
-                    yield Ok(marker(topic, epoch, head, Kind::StreamHead(pb::StreamHead {})));
+        let mut replays = Vec::new();
+        for start in starts {
+            let head = start.state.last_seq * EPHEMERAL_SPAN;
+            match start.start {
+                Start::Head => {
+                    let kind = match start.snapshot {
+                        Some(s) => Kind::Snapshot(s),
+                        None if options.heads => Kind::StreamHead(pb::StreamHead {}),
+                        None => continue,
+                    };
+                    delivered.insert(start.name.clone(), head);
+                    yield Ok(marker(&start.name, epoch, head, kind));
                 }
-                continue;
-            };
-            let (seq, _) = hub::split(cursor.offset);
-            let refusal = if cursor.epoch != epoch {
-                Some((Reason::EpochChanged, format!("cursor epoch {} is not this event log's epoch {epoch}", cursor.epoch)))
-            } else if !plausible(cursor.offset, state.last_seq) {
-                Some((Reason::CursorAhead, format!("cursor offset {} is past the last event written", cursor.offset)))
-            } else if seq < state.pruned_seq {
-                Some((Reason::HistoryTruncated, "events after the cursor were removed by retention".to_owned()))
-            } else {
-                None
-            };
-            if let Some((reason, detail)) = refusal {
-                let head = state.last_seq * EPHEMERAL_SPAN;
-                delivered.insert(topic.clone(), head);
-                yield Ok(resync(topic, epoch, head, reason, detail));
-                continue;
+                Start::Resync(refusal) => {
+                    delivered.insert(start.name.clone(), head);
+                    for event in resync_at(&start.name, epoch, start.state.last_seq, refusal, start.snapshot) {
+                        yield Ok(event);
+                    }
+                }
+                Start::Replay(offset) => {
+                    delivered.insert(start.name.clone(), offset);
+                    replays.push((start.name, start.topic, offset, start.state.last_seq));
+                }
             }
-            delivered.insert(topic.clone(), cursor.offset);
-            let mut after = seq;
-            loop {
-                let page = match core.store.events_after(topic.clone(), after, REPLAY_PAGE).await {
+        }
+        for (name, topic, offset, last_seq) in replays {
+            let mut after = hub::split(offset).0;
+            // Durable sequences are contiguous, and the replay must reach the head
+            // read at subscription (later events are queued live): a page that does
+            // not start right after the last, or an end short of that head, means
+            // retention removed events while they were being replayed.
+            let gap = loop {
+                let page = match core.store.events_after(name.clone(), after, REPLAY_PAGE).await {
                     Ok(page) => page,
                     Err(e) => {
                         yield Err(Status::from(e));
@@ -184,14 +331,41 @@ fn events(
                     }
                 };
                 let full = page.len() == REPLAY_PAGE;
+                let mut gap = None;
                 for event in page {
                     let offset = event.cursor.map_or(0, |c| c.offset);
-                    after = hub::split(offset).0;
-                    delivered.insert(topic.clone(), offset);
+                    let seq = hub::split(offset).0;
+                    if seq != after + 1 {
+                        gap = Some(seq);
+                        break;
+                    }
+                    after = seq;
+                    delivered.insert(name.clone(), offset);
                     yield Ok(event);
                 }
+                if gap.is_some() {
+                    break gap;
+                }
                 if !full {
-                    break;
+                    break (after < last_seq).then_some(after + 1);
+                }
+            };
+            if gap.is_some() {
+                // Start this topic over at its head, as for a refused cursor.
+                let (state, snapshot) = match core.topic_read(&topic, options.snapshots).await {
+                    Ok(read) => read,
+                    Err(e) => {
+                        yield Err(Status::from(e));
+                        return;
+                    }
+                };
+                let refusal = (
+                    Reason::HistoryTruncated,
+                    format!("events after number {after} were removed by retention while being replayed"),
+                );
+                delivered.insert(name.clone(), state.last_seq * EPHEMERAL_SPAN);
+                for event in resync_at(&name, epoch, state.last_seq, refusal, snapshot) {
+                    yield Ok(event);
                 }
             }
         }
@@ -287,22 +461,32 @@ mod tests {
             .map(|c| ("admins".to_owned(), c))
             .into_iter()
             .collect();
-        let mut req = Request::new(pb::SubscribeRequest {
+        let req = pb::SubscribeRequest {
             topics: vec!["admins".into()],
             resume,
             heads: false,
-        });
-        let admin = Principal {
-            id: Id::new("ops").unwrap(),
-            role: Role::Admin,
-            expires_at: u64::MAX / 2,
+            snapshots: false,
         };
-        req.extensions_mut().insert(admin);
-        EventApi(core.clone())
-            .subscribe(req)
-            .await
-            .unwrap()
-            .into_inner()
+        call(core, req, Role::Admin, u64::MAX / 2).await.unwrap()
+    }
+
+    async fn call(
+        core: &Arc<Core>,
+        body: pb::SubscribeRequest,
+        role: Role,
+        expires_at: u64,
+    ) -> Result<EventStream, Status> {
+        let mut req = Request::new(body);
+        req.extensions_mut().insert(Principal {
+            id: Id::new("ops").unwrap(),
+            role,
+            expires_at,
+        });
+        Ok(EventApi(core.clone()).subscribe(req).await?.into_inner())
+    }
+
+    fn kind(event: &pb::Event) -> &Kind {
+        event.kind.as_ref().unwrap()
     }
 
     async fn register(core: &Arc<Core>, n: usize) {
@@ -360,5 +544,164 @@ mod tests {
         drop(b);
         assert_eq!(core.hub.topic_count(), 0);
         register(&core, 1).await; // publishing to nobody is fine
+    }
+
+    #[tokio::test]
+    async fn a_crafted_cursor_cannot_use_up_a_topics_position_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = core(&dir.path().join("logi.db"), 16);
+        register(&core, 1).await;
+        let _watcher = subscribe(&core, None).await;
+        // One below the end of the ephemeral range after the last durable event.
+        let crafted = pb::Cursor {
+            epoch: core.store.epoch(),
+            offset: EPHEMERAL_SPAN + EPHEMERAL_SPAN - 2,
+        };
+        let mut refused = subscribe(&core, Some(crafted)).await;
+        let first = refused.next().await.unwrap().unwrap();
+        assert!(
+            matches!(kind(&first), Kind::ResyncRequired(r) if r.reason == Reason::CursorAhead as i32)
+        );
+        let location = || Kind::DriverLocation(pb::DriverLocationChanged::default());
+        for _ in 0..3 {
+            assert!(
+                core.hub
+                    .publish_ephemeral("admins", location(), SystemTime::now()),
+                "positions still get offsets"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_topic_count_is_checked_before_the_topics() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = core(&dir.path().join("logi.db"), 16);
+        let req = pb::SubscribeRequest {
+            topics: (0..=MAX_TOPICS)
+                .map(|i| format!("not a topic {i}"))
+                .collect(),
+            ..Default::default()
+        };
+        let err = call(&core, req, Role::Admin, u64::MAX / 2)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(err.message(), "at most 16 topics per subscription");
+    }
+
+    #[tokio::test]
+    async fn retention_during_a_replay_is_a_resync_not_a_silent_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = core(&dir.path().join("logi.db"), 1024);
+        let n = REPLAY_PAGE + 20;
+        futures::future::join_all((0..n).map(|i| {
+            let store = core.store.clone();
+            async move {
+                let id = Id::new(format!("d{i}")).unwrap();
+                store
+                    .set_driver_status(id, DriverStatus::Available, Some("car".into()))
+                    .await
+                    .unwrap();
+            }
+        }))
+        .await;
+        let start = pb::Cursor {
+            epoch: core.store.epoch(),
+            offset: 0,
+        };
+        let mut replay = subscribe(&core, Some(start)).await;
+        let first = replay.next().await.unwrap().unwrap();
+        assert_eq!(first.cursor.unwrap().offset, EPHEMERAL_SPAN);
+        // The first page is read; everything after it goes before the second.
+        core.store
+            .prune(SystemTime::now() + Duration::from_secs(1))
+            .await
+            .unwrap();
+        for seq in 2..=REPLAY_PAGE as u64 {
+            let e = replay.next().await.unwrap().unwrap();
+            assert_eq!(e.cursor.unwrap().offset, seq * EPHEMERAL_SPAN);
+        }
+        let resync = replay.next().await.unwrap().unwrap();
+        match kind(&resync) {
+            Kind::ResyncRequired(r) => {
+                assert_eq!(r.reason, Reason::HistoryTruncated as i32);
+                assert_eq!(
+                    r.detail,
+                    format!(
+                        "events after number {REPLAY_PAGE} were removed by retention while being replayed"
+                    )
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            resync.cursor.unwrap().offset,
+            n as u64 * EPHEMERAL_SPAN,
+            "at the head"
+        );
+    }
+
+    #[tokio::test]
+    async fn service_streams_outlive_their_token_app_streams_do_not() {
+        use futures::FutureExt;
+        let dir = tempfile::tempdir().unwrap();
+        let core = core(&dir.path().join("logi.db"), 16);
+        let soon = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 2;
+        let req = || pb::SubscribeRequest {
+            topics: vec!["admins".into()],
+            ..Default::default()
+        };
+        let mut app = call(&core, req(), Role::Admin, soon).await.unwrap();
+        let mut edge = call(&core, req(), Role::Service, soon).await.unwrap();
+        // Polled once, so each stream is waiting on its timer.
+        assert!(app.next().now_or_never().is_none());
+        assert!(edge.next().now_or_never().is_none());
+        tokio::time::pause();
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let end = app.next().await.unwrap().unwrap_err();
+        assert_eq!(end.code(), tonic::Code::Unauthenticated);
+        assert!(
+            edge.next().now_or_never().is_none(),
+            "the service stream goes on"
+        );
+        // The real clock again: the writer thread's answers take real time.
+        tokio::time::resume();
+        register(&core, 1).await;
+        let event = edge.next().await.unwrap().unwrap();
+        assert!(matches!(kind(&event), Kind::DriverStatus(_)));
+    }
+
+    #[tokio::test]
+    async fn a_refused_cursor_is_followed_by_a_snapshot_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = core(&dir.path().join("logi.db"), 16);
+        register(&core, 2).await;
+        let req = pb::SubscribeRequest {
+            topics: vec!["admins".into()],
+            resume: [(
+                "admins".to_owned(),
+                pb::Cursor {
+                    epoch: core.store.epoch() + 1,
+                    offset: EPHEMERAL_SPAN,
+                },
+            )]
+            .into(),
+            heads: false,
+            snapshots: true,
+        };
+        let mut s = call(&core, req, Role::Admin, u64::MAX / 2).await.unwrap();
+        let resync = s.next().await.unwrap().unwrap();
+        assert!(
+            matches!(kind(&resync), Kind::ResyncRequired(r) if r.reason == Reason::EpochChanged as i32)
+        );
+        let snapshot = s.next().await.unwrap().unwrap();
+        assert!(matches!(kind(&snapshot), Kind::Snapshot(_)));
+        assert_eq!(snapshot.cursor, resync.cursor);
+        assert_eq!(resync.cursor.unwrap().offset, 2 * EPHEMERAL_SPAN);
     }
 }

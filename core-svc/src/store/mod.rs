@@ -9,11 +9,12 @@
 
 pub mod sqlite;
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use logi::id::Id;
 use logi::pb;
+use logi::topic::Topic;
 
 use crate::error::Error;
 use crate::model::{
@@ -66,6 +67,21 @@ pub struct TopicState {
     pub last_seq: u64,
     /// Events up to and including this sequence number were removed by retention.
     pub pruned_seq: u64,
+}
+
+/// Bookings, and offers, a snapshot holds at most (the newest).
+pub const SNAPSHOT_LIMIT: usize = 50;
+/// A rider's snapshot also shows the bookings that ended this recently, so an app
+/// that was offline while its trip completed or was cancelled learns of it.
+pub const SNAPSHOT_ENDED_WITHIN: Duration = Duration::from_secs(3600);
+
+/// What an app reading a topic is shown on connecting (see `pb::Snapshot`),
+/// oldest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TopicSnapshot {
+    pub bookings: Vec<Booking>,
+    /// Open offers, with the distance from the driver to the pickup.
+    pub offers: Vec<(Booking, f64)>,
 }
 
 /// Every method returns [`Error::Storage`] when the database fails and
@@ -141,6 +157,10 @@ pub trait Store: Send + Sync + 'static {
     async fn pending(&self) -> Result<Vec<PendingBooking>, Error>;
 
     async fn topic_state(&self, topic: String) -> Result<TopicState, Error>;
+
+    /// The topic's bounds and its snapshot, read together: the snapshot is the state
+    /// right after the last durable event, no earlier and no later.
+    async fn topic_snapshot(&self, topic: Topic) -> Result<(TopicState, TopicSnapshot), Error>;
 
     /// Up to `limit` durable events of `topic` after sequence number `after_seq`.
     async fn events_after(

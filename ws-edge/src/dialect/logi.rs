@@ -25,6 +25,15 @@ fn status_update(b: &pb::Booking) -> Value {
     json!({"booking_id": b.id.to_string(), "status": logi_status(b.status)})
 }
 
+/// The envelope's `user_id`: the recipient, empty for admins.
+pub fn recipient(audience: &Audience) -> String {
+    if audience.role == Role::Admin {
+        String::new()
+    } else {
+        audience.principal.to_string()
+    }
+}
+
 pub fn render(event: &pb::Event, audience: &Audience) -> Vec<Value> {
     let (Ok(topic), Some(kind)) = (Topic::parse(&event.topic), &event.kind) else {
         return Vec::new();
@@ -100,11 +109,7 @@ pub fn render(event: &pb::Event, audience: &Audience) -> Vec<Value> {
         }
         _ => Vec::new(),
     };
-    let user_id = if audience.role == Role::Admin {
-        String::new()
-    } else {
-        audience.principal.to_string()
-    };
+    let user_id = recipient(audience);
     payloads
         .into_iter()
         .map(|(kind, payload)| json!({"user_id": user_id, "type": kind, "payload": payload}))

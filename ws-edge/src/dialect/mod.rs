@@ -34,33 +34,88 @@ pub fn render(event: &pb::Event, audience: &Audience) -> Vec<Value> {
     }
 }
 
-/// The frames that bring a (re)connecting app up to date with one booking, as if
-/// it had just changed: its status and, for the rider of an accepted booking, the OTP.
-pub fn snapshot(booking: &pb::Booking, topic: &str, audience: &Audience) -> Vec<Value> {
-    let changed = pb::Event {
+/// The frames that bring a (re)connecting app up to date with a topic, as if each
+/// booking had just changed and each open offer had just been made: the status and,
+/// for the rider of an accepted booking, the OTP.
+pub fn snapshot(snap: &pb::Snapshot, topic: &str, audience: &Audience) -> Vec<Value> {
+    let event = |kind| pb::Event {
         topic: topic.to_owned(),
         cursor: None,
-        occurred_at: booking.updated_at,
-        kind: Some(pb::event::Kind::BookingChanged(pb::BookingChanged {
+        occurred_at: None,
+        kind: Some(kind),
+    };
+    let mut frames = Vec::new();
+    for booking in &snap.bookings {
+        let changed = pb::event::Kind::BookingChanged(pb::BookingChanged {
             booking: Some(pb::Booking {
                 otp: String::new(),
                 ..booking.clone()
             }),
             previous_status: pb::BookingStatus::Unspecified as i32,
-        })),
-    };
-    let mut frames = render(&changed, audience);
-    if !booking.otp.is_empty() {
-        let otp = pb::Event {
-            kind: Some(pb::event::Kind::OtpIssued(pb::OtpIssued {
+        });
+        frames.extend(render(&event(changed), audience));
+        if !booking.otp.is_empty() {
+            let otp = pb::event::Kind::OtpIssued(pb::OtpIssued {
                 booking_id: booking.id,
                 otp: booking.otp.clone(),
-            })),
-            ..changed
-        };
-        frames.extend(render(&otp, audience));
+            });
+            frames.extend(render(&event(otp), audience));
+        }
+    }
+    for offer in &snap.offers {
+        frames.extend(render(
+            &event(pb::event::Kind::BookingOffered(offer.clone())),
+            audience,
+        ));
     }
     frames
+}
+
+/// Whether an event is kept in core-svc's log, so that a resume replays it; its
+/// frames carry a cursor in recover mode. Positions are not kept.
+pub fn is_durable(kind: &pb::event::Kind) -> bool {
+    use pb::event::Kind;
+    matches!(
+        kind,
+        Kind::BookingChanged(_)
+            | Kind::OtpIssued(_)
+            | Kind::BookingOffered(_)
+            | Kind::OfferClosed(_)
+            | Kind::DriverStatus(_)
+            | Kind::Snapshot(_)
+    )
+}
+
+/// Adds the recover-mode `"cursor"` after a frame's other fields.
+pub fn with_cursor(mut frame: Value, cursor: &str) -> Value {
+    if let Value::Object(fields) = &mut frame {
+        fields.insert("cursor".to_owned(), Value::from(cursor));
+    }
+    frame
+}
+
+/// Why an app's resume cursor cannot be honoured, as the `resync` frame names it.
+pub fn resync_reason(reason: i32) -> &'static str {
+    use pb::resync_required::Reason;
+    match Reason::try_from(reason) {
+        Ok(Reason::EpochChanged) => "epoch_changed",
+        Ok(Reason::HistoryTruncated) => "history_truncated",
+        Ok(Reason::CursorAhead) => "cursor_ahead",
+        Ok(Reason::Unspecified) | Err(_) => "unknown",
+    }
+}
+
+/// The frame that tells an app its cursor could not be honoured: the frames that
+/// follow are its current state (a snapshot), and their cursors replace the old one.
+pub fn resync_frame(audience: &Audience, reason: &str, message: &str) -> Value {
+    match audience.dialect {
+        Dialect::Channels(_) => json!({"type": "resync", "reason": reason, "message": message}),
+        Dialect::Logi => json!({
+            "user_id": logi::recipient(audience),
+            "type": "resync",
+            "payload": {"reason": reason, "message": message},
+        }),
+    }
 }
 
 /// The answer to a malformed or unknown inbound frame, in both dialects.

@@ -1,9 +1,12 @@
 use std::sync::Mutex;
+use std::time::Duration;
 
 use logi::pb::event::Kind;
 
 use super::*;
-use crate::model::{BookingStatus, Place};
+use crate::hub::EPHEMERAL_SPAN;
+use crate::model::{BookingStatus, GeoPoint, Place};
+use crate::store::Effects;
 
 #[derive(Default)]
 struct Recorder(Mutex<Vec<Effects>>);
@@ -29,6 +32,7 @@ impl Recorder {
                     Kind::DriverStatus(_) => "driver_status",
                     Kind::ResyncRequired(_) => "resync_required",
                     Kind::StreamHead(_) => "stream_head",
+                    Kind::Snapshot(_) => "snapshot",
                 };
                 (e.topic, kind)
             })
@@ -465,4 +469,145 @@ async fn writes_committed_together_keep_their_own_outcomes_and_order() {
         .map(|e| e.cursor.unwrap().offset / EPHEMERAL_SPAN)
         .collect();
     assert_eq!(offsets, (1..=20).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn snapshots_show_open_offers_bookings_in_progress_and_recent_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _rec) = open(&dir.path().join("logi.db"));
+    for d in ["45", "46"] {
+        online(&store, d).await;
+    }
+    let taken = offered_to_45(&store).await;
+    let open = store
+        .create_booking(new_booking(), vec![offer("45"), offer("46")])
+        .await
+        .unwrap();
+    store.accept(taken.id, id("45")).await.unwrap();
+    let done = store
+        .create_booking(new_booking(), vec![offer("46")])
+        .await
+        .unwrap();
+    store.accept(done.id, id("46")).await.unwrap();
+    store
+        .cancel(done.id, Canceller::User, None, String::new())
+        .await
+        .unwrap();
+
+    let user = Topic::UserBookings(id("12"));
+    let (state, snap) = store.topic_snapshot(user.clone()).await.unwrap();
+    assert_eq!(state, store.topic_state(user.to_string()).await.unwrap());
+    let shown: Vec<(BookingId, BookingStatus)> =
+        snap.bookings.iter().map(|b| (b.id, b.status)).collect();
+    assert_eq!(
+        shown,
+        [
+            (taken.id, BookingStatus::Accepted),
+            (open.id, BookingStatus::Pending),
+            (done.id, BookingStatus::Cancelled),
+        ],
+        "oldest first, the cancelled one too: it ended just now"
+    );
+    assert!(
+        snap.bookings[0].otp.is_some(),
+        "the rider's accepted booking keeps its OTP"
+    );
+
+    // Driver 45 holds booking `taken`; its offer of `open` is still open.
+    let (_, offers) = store
+        .topic_snapshot(Topic::DriverAvailable(id("45")))
+        .await
+        .unwrap();
+    let open_offers: Vec<(BookingId, f64)> =
+        offers.offers.iter().map(|(b, d)| (b.id, *d)).collect();
+    assert_eq!(open_offers, [(open.id, 100.0)]);
+    assert!(offers.bookings.is_empty());
+    let (_, mine) = store
+        .topic_snapshot(Topic::DriverBookings(id("45")))
+        .await
+        .unwrap();
+    assert_eq!(
+        mine.bookings.iter().map(|b| b.id).collect::<Vec<_>>(),
+        [taken.id]
+    );
+    let (_, admins) = store.topic_snapshot(Topic::Admins).await.unwrap();
+    assert_eq!(admins, TopicSnapshot::default());
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_unavailable_changes_nothing_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _rec) = open(&dir.path().join("logi.db"));
+    online(&store, "45").await;
+    let before = offered_to_45(&store).await;
+    // The database may not grow past its current size: SQLite answers SQLITE_FULL,
+    // as it does when the disk itself is full.
+    let pages: i64 = store
+        .0
+        .writer
+        .write(|t| {
+            let n: i64 = t.tx.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            t.tx.query_row(&format!("PRAGMA max_page_count = {n}"), [], |r| {
+                r.get::<_, i64>(0)
+            })?;
+            Ok(n)
+        })
+        .await
+        .unwrap();
+    let mut refused = None;
+    for _ in 0..200 {
+        match store.create_booking(new_booking(), vec![offer("45")]).await {
+            Ok(_) => {}
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("the database filled up");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::Unavailable,
+        "{}",
+        crate::error::chain(&refused)
+    );
+    assert_eq!(refused.to_string(), crate::error::DISK_FULL);
+    let (page, _) = store
+        .bookings(BookingQuery {
+            user_id: Some(id("12")),
+            limit: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let newest = page[0].id;
+
+    // Space again: writes go on, and the refused one left nothing behind.
+    store
+        .0
+        .writer
+        .write(move |t| {
+            t.tx.query_row(
+                &format!("PRAGMA max_page_count = {}", pages * 1000),
+                [],
+                |r| r.get::<_, i64>(0),
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let after = store
+        .create_booking(new_booking(), vec![offer("45")])
+        .await
+        .unwrap();
+    assert_eq!(
+        after.id,
+        newest + 1,
+        "no booking half-written by the refused call"
+    );
+    assert!(after.id > before.id);
+    assert_eq!(
+        store.booking(before.id).await.unwrap().status,
+        BookingStatus::Pending
+    );
 }
