@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`pb`]: the generated protobuf types and gRPC clients and servers of `proto/logi/v1`.
 //! - [`auth`]: JWT verification and the principal a token names.
+//! - [`caps`]: at most so many per key (connections, streams per principal).
 //! - [`client`]: gRPC clients that carry a bearer token.
 //! - [`codec`]: the protobuf codec of the services, with small per-call buffers.
 //! - [`topic`]: the topic names of the event log and who may read them.
@@ -21,6 +22,7 @@ pub mod pb {
 }
 
 pub mod auth;
+pub mod caps;
 pub mod client;
 pub mod codec;
 pub mod id;

@@ -62,6 +62,16 @@ pub struct Config {
     #[arg(long, env = "LOGI_SUBSCRIBER_QUEUE", default_value_t = 1024)]
     pub subscriber_queue: usize,
 
+    /// Subscribe streams one principal may hold open at once (`service` callers,
+    /// the edges, are not counted); one more is answered RESOURCE_EXHAUSTED.
+    #[arg(long, env = "LOGI_MAX_STREAMS_PER_PRINCIPAL", default_value_t = 16)]
+    pub max_streams_per_principal: usize,
+
+    /// HTTP/2 streams one connection may have open at once. An edge today holds
+    /// one Subscribe stream per connected app on one connection.
+    #[arg(long, env = "LOGI_MAX_CONCURRENT_STREAMS", default_value_t = 65_536)]
+    pub max_concurrent_streams: u32,
+
     /// How long shutdown waits for open calls to finish, e.g. 10s.
     #[arg(long, env = "LOGI_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -97,6 +107,12 @@ impl Config {
         if self.dispatch_widen_every.is_zero() || self.offer_timeout.is_zero() {
             return Err(
                 "LOGI_DISPATCH_WIDEN_EVERY and LOGI_OFFER_TIMEOUT must be more than 0".into(),
+            );
+        }
+        if self.max_streams_per_principal == 0 || self.max_concurrent_streams == 0 {
+            return Err(
+                "LOGI_MAX_STREAMS_PER_PRINCIPAL and LOGI_MAX_CONCURRENT_STREAMS must be at least 1"
+                    .into(),
             );
         }
         if self.subscriber_queue == 0 {

@@ -26,6 +26,16 @@ use crate::store::{CommitSink, Store};
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// Cancelled-before-accepted streams h2 tolerates at once on one connection.
 const MAX_PENDING_ACCEPT_RESETS: usize = 16_384;
+/// Calls one connection may have in flight (a stream counts until it is answered):
+/// an edge forwards every app's calls over one connection, so this is generous.
+const MAX_CALLS_PER_CONNECTION: usize = 4096;
+/// The names health reports on: the server as a whole, then each service.
+const SERVICES: [&str; 4] = [
+    "",
+    "logi.v1.BookingService",
+    "logi.v1.LocationService",
+    "logi.v1.EventService",
+];
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +105,7 @@ pub async fn run(
         dispatcher,
         tariffs: config.tariffs(),
         shutdown: shutdown.clone(),
+        streams: logi::caps::Caps::new(config.max_streams_per_principal),
     });
     let auth = api::authenticator(verifier);
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -128,9 +139,13 @@ pub async fn run(
         async move {
             shutdown.cancelled().await;
             tracing::info!("shutting down: ending open streams");
-            health
-                .set_not_serving::<BookingServiceServer<BookingApi>>()
-                .await;
+            // Every service and the server as a whole (""), which balancers and the
+            // edges' /readyz check: no new work should come here from now on.
+            for service in SERVICES {
+                health
+                    .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
             hub.close();
         }
     };
@@ -148,6 +163,11 @@ pub async fn run(
         // 18,000 apps were leaving. Still a bound, and core-svc is not exposed to
         // the internet.
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
+        .max_concurrent_streams(config.max_concurrent_streams)
+        // No server-wide timeout: it would also end GPS client streams, which are
+        // answered only when they end. Unary calls are bounded by the store's own
+        // waits (a queue and a commit deadline) and by the caller's grpc-timeout.
+        .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
         .trace_fn(|req| tracing::info_span!("rpc", path = %req.uri().path()))
         .add_service(health_service)
         .add_service(reflection_v1)

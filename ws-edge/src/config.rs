@@ -110,8 +110,9 @@ impl Config {
         if self.handshake_timeout.is_zero() {
             return Err("LOGI_HANDSHAKE_TIMEOUT must be more than 0".into());
         }
-        if self.max_header_bytes < 1024 {
-            return Err("LOGI_MAX_HEADER_BYTES must be at least 1024".into());
+        // hyper's own floor for its read buffer.
+        if self.max_header_bytes < 8192 {
+            return Err("LOGI_MAX_HEADER_BYTES must be at least 8192".into());
         }
         if self.max_connections_per_principal == 0 {
             return Err("LOGI_MAX_CONNECTIONS_PER_PRINCIPAL must be at least 1".into());

@@ -10,6 +10,8 @@
 //! # Layout
 //! - [`config`]: flags and environment variables.
 //! - [`server`]: [`run`] serves HTTP: the WebSocket routes, `/healthz`, `/readyz`.
+//! - [`accept`]: the accept loop: handshake deadline, header limit, connection limit.
+//! - [`admission`]: the connection slots and the per-principal WebSocket cap.
 //! - [`route`]: the route table (path → dialect, allowed roles, topics).
 //! - [`handshake`]: token check before the upgrade (401/403/404).
 //! - [`dialect`]: pure event → frame mapping, one module per dialect, and the
@@ -30,6 +32,8 @@
 //! socket ──▶ session ──dialect::parse_inbound──▶ upstream::forward_location ──UpdateDriverLocation──▶ core-svc
 //! ```
 
+pub mod accept;
+pub mod admission;
 pub mod close;
 pub mod config;
 pub mod dialect;

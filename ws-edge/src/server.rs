@@ -8,21 +8,21 @@ use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use logi::auth::Verifier;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{self, PrincipalCaps, Slot, Slots};
 use crate::config::Config;
-use crate::handshake;
 use crate::resume;
 use crate::session::{Recover, Session, Settings};
 use crate::upstream::{Credential, Feed, Upstream};
+use crate::{accept, handshake};
 
 /// tungstenite's read buffer is 128 KiB by default, allocated for every connection.
 /// Apps send a few small JSON frames (a GPS position is under 100 bytes); a bigger
@@ -76,6 +76,7 @@ struct Edge {
     settings: Settings,
     shutdown: CancellationToken,
     sessions: TaskTracker,
+    caps: PrincipalCaps,
 }
 
 /// Serves the edge on `listener` until `shutdown`, then closes every connection
@@ -114,21 +115,31 @@ pub async fn run(
         },
         shutdown: shutdown.clone(),
         sessions: TaskTracker::new(),
+        caps: PrincipalCaps::new(config.max_connections_per_principal),
     };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .fallback(upgrade)
         .with_state(edge.clone());
-    tracing::info!(addr = %listener.local_addr()?, core = %config.core_url, "ws-edge ready");
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    let max_connections = match config.max_connections {
+        0 => admission::default_max_connections(),
+        n => n,
+    };
+    tracing::info!(addr = %listener.local_addr()?, core = %config.core_url, max_connections, "ws-edge ready");
+    let limits = accept::Limits {
+        handshake_timeout: config.handshake_timeout,
+        max_header_bytes: config.max_header_bytes,
+    };
+    accept::serve(
+        listener,
+        app,
+        Slots::new(max_connections),
+        limits,
+        shutdown.clone(),
+        config.shutdown_grace,
+    )
+    .await;
     edge.sessions.close();
     if tokio::time::timeout(config.shutdown_grace, edge.sessions.wait())
         .await
@@ -170,6 +181,7 @@ fn recover_mode(query: Option<&HashMap<String, String>>, topics: usize) -> Optio
 
 async fn upgrade(
     State(edge): State<Edge>,
+    slot: Option<Extension<Slot>>,
     uri: Uri,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -191,6 +203,16 @@ async fn upgrade(
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
+    };
+    let Some(hold) = edge.caps.hold(admission::key(&principal)) else {
+        tracing::info!(path, status = 429, principal = %principal.id, "handshake refused: too many connections");
+        let message = format!(
+            "{} {} already has {} connections open on this edge: close one first\n",
+            principal.role.as_str(),
+            principal.id,
+            edge.caps.max()
+        );
+        return (StatusCode::TOO_MANY_REQUESTS, message).into_response();
     };
     // Subscribed before answering 101: once the app is connected its stream is
     // live, and its snapshot comes first on it.
@@ -228,6 +250,7 @@ async fn upgrade(
         feed,
         topics,
         recover,
+        held: (slot.map(|Extension(s)| s), hold),
     };
     let sessions = edge.sessions.clone();
     ws.read_buffer_size(READ_BUFFER)

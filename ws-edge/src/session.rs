@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::admission::{PrincipalHold, Slot};
 use crate::close;
 use crate::dialect::{self, Audience, inbound};
 use crate::outbox::{Outbox, Sink};
@@ -59,6 +60,8 @@ pub struct Session {
     pub topics: Vec<String>,
     /// Set with `?recover=1` (or `?since=`).
     pub recover: Option<Recover>,
+    /// The connection's place under the edge's limits, given back when the session ends.
+    pub held: (Option<Slot>, PrincipalHold),
 }
 
 /// The opt-in resume of an app: where it stands, and a `resync` frame owed to it.

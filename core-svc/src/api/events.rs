@@ -17,6 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::Stream;
 use logi::auth::Role;
+use logi::caps::Hold;
+use logi::id::Id;
 use logi::pb::{self, event::Kind, event_service_server::EventService, resync_required::Reason};
 use logi::topic::Topic;
 use tonic::{Request, Response, Status};
@@ -172,6 +174,18 @@ impl EventService for EventApi {
             ))
             .into());
         }
+        let hold = if p.role == Role::Service {
+            Hold::exempt()
+        } else {
+            self.0.streams.hold((p.role, p.id.clone())).ok_or_else(|| {
+                Status::resource_exhausted(format!(
+                    "{} {} already has {} streams open: close one before subscribing again",
+                    p.role.as_str(),
+                    p.id,
+                    self.0.streams.max()
+                ))
+            })?
+        };
         let sub = self
             .0
             .hub
@@ -231,6 +245,7 @@ impl EventService for EventApi {
             heads: r.heads,
             snapshots: r.snapshots,
             expires_in,
+            hold,
         };
         Ok(Response::new(Box::pin(events(
             self.0.clone(),
@@ -245,6 +260,8 @@ struct Options {
     heads: bool,
     snapshots: bool,
     expires_in: Duration,
+    /// The stream's place under the per-principal cap, given back when it ends.
+    hold: Hold<(Role, Id)>,
 }
 
 /// An event of the stream itself (not of the log) at `offset`.
@@ -286,6 +303,7 @@ fn events(
     options: Options,
 ) -> impl Stream<Item = Result<pb::Event, Status>> + Send {
     async_stream::stream! {
+        let _hold = &options.hold;
         let epoch = core.store.epoch();
         // Capped: a token valid for centuries must not overflow the clock.
         let expiry = tokio::time::Instant::now() + options.expires_in.min(MAX_STREAM_LIFE);
@@ -409,8 +427,7 @@ fn events(
 
 #[cfg(test)]
 mod tests {
-    use logi::auth::{Principal, Role};
-    use logi::id::Id;
+    use logi::auth::Principal;
     use tokio_stream::StreamExt;
     use tokio_util::sync::CancellationToken;
 
@@ -453,6 +470,7 @@ mod tests {
             dispatcher,
             tariffs: Tariffs::default(),
             shutdown: CancellationToken::new(),
+            streams: logi::caps::Caps::new(2),
         })
     }
 

@@ -10,7 +10,9 @@ mod location;
 
 use std::sync::Arc;
 
-use logi::auth::{self, Principal, Verifier};
+use logi::auth::{self, Principal, Role, Verifier};
+use logi::caps::Caps;
+use logi::id::Id;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status};
 
@@ -34,6 +36,8 @@ pub struct Core {
     pub tariffs: Tariffs,
     /// Cancelled when the server starts shutting down; long streams end on it.
     pub shutdown: CancellationToken,
+    /// Subscribe streams per principal; `service` callers (edges) are not counted.
+    pub streams: Caps<(Role, Id)>,
 }
 
 /// The interceptor in front of every logi service: verifies `authorization: Bearer`
