@@ -178,6 +178,27 @@ pub struct NewBooking {
     pub phone_number: String,
     pub price_estimate: f64,
     pub distance_m: f64,
+    /// The caller's id for this request, so that a retry gets the same booking.
+    pub request: Option<RequestKey>,
+}
+
+impl NewBooking {
+    /// Whether `b` is what this request asks for (so a retry may return it).
+    pub fn same_as(&self, b: &Booking) -> bool {
+        self.user_id == b.user_id
+            && self.pickup == b.pickup
+            && self.dropoff == b.dropoff
+            && self.vehicle_type == b.vehicle_type
+            && self.phone_number == b.phone_number
+    }
+}
+
+/// A CreateBooking request's id, scoped to the principal that sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKey {
+    /// `{role}:{id}` of the caller.
+    pub principal: String,
+    pub request_id: String,
 }
 
 /// An offer of a booking to one driver.

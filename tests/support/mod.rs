@@ -226,6 +226,7 @@ pub fn booking_request(user: &str, vehicle: &str) -> pb::CreateBookingRequest {
         }),
         vehicle_type: vehicle.into(),
         phone_number: "+1234567890".into(),
+        request_id: String::new(),
     }
 }
 

@@ -82,7 +82,7 @@ pub async fn trips(system: &System, n: usize, accept: bool) -> anyhow::Result<Ve
                         pickup: place(0.0),
                         dropoff: place(0.01),
                         vehicle_type: "car".into(),
-                        phone_number: String::new(),
+                        ..Default::default()
                     })
                     .await?
                     .into_inner()

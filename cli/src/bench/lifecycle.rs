@@ -114,7 +114,7 @@ async fn one_lifecycle(
         pickup: place(0.0),
         dropoff: place(0.01),
         vehicle_type: "car".into(),
-        phone_number: String::new(),
+        ..Default::default()
     };
     let id = c
         .bookings

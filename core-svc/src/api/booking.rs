@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use super::{Core, access, convert, principal};
 use crate::error::Error;
 use crate::geo;
-use crate::model::{Booking, BookingStatus, Canceller, NewBooking};
+use crate::model::{Booking, BookingStatus, Canceller, NewBooking, RequestKey};
 use crate::otp;
 use crate::store::BookingQuery;
 use crate::tariff::Tariffs;
@@ -104,6 +104,10 @@ impl BookingService for BookingApi {
         let dropoff = convert::place("dropoff", r.dropoff)?;
         let tariff = convert::vehicle_type(&self.0.tariffs, &r.vehicle_type)?;
         let distance_m = geo::distance_m(pickup.point, dropoff.point);
+        let request = convert::request_id(r.request_id)?.map(|request_id| RequestKey {
+            principal: format!("{}:{}", p.role.as_str(), p.id),
+            request_id,
+        });
         let new = NewBooking {
             user_id,
             price_estimate: Tariffs::price(tariff, distance_m),
@@ -112,6 +116,7 @@ impl BookingService for BookingApi {
             phone_number: convert::phone(r.phone_number)?,
             pickup,
             dropoff,
+            request,
         };
         let offers = self
             .0
@@ -120,8 +125,7 @@ impl BookingService for BookingApi {
         let booking = self.0.store.create_booking(new, offers.clone()).await?;
         tracing::info!(
             booking = booking.id,
-            offered = offers.len(),
-            "booking created"
+            "booking created, or a repeated request answered"
         );
         Ok(reply(&booking))
     }

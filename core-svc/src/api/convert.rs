@@ -57,6 +57,23 @@ pub fn phone(value: String) -> Result<String, Error> {
     }
 }
 
+/// The longest `request_id` accepted.
+pub const MAX_REQUEST_ID: usize = 64;
+
+/// A CreateBooking `request_id`: empty (none), or up to 64 printable ASCII characters.
+pub fn request_id(value: String) -> Result<Option<String>, Error> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.len() <= MAX_REQUEST_ID && value.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(Some(value))
+    } else {
+        Err(Error::invalid(format!(
+            "request_id may have at most {MAX_REQUEST_ID} printable ASCII characters, no spaces"
+        )))
+    }
+}
+
 pub fn vehicle_type(tariffs: &Tariffs, value: &str) -> Result<Tariff, Error> {
     if value.is_empty() {
         return Err(Error::invalid(format!(

@@ -69,6 +69,9 @@ pub struct TopicState {
     pub pruned_seq: u64,
 }
 
+/// How long a CreateBooking request id is remembered.
+pub const REQUEST_ID_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
 /// Bookings, and offers, a snapshot holds at most (the newest).
 pub const SNAPSHOT_LIMIT: usize = 50;
 /// A rider's snapshot also shows the bookings that ended this recently, so an app
@@ -92,7 +95,10 @@ pub trait Store: Send + Sync + 'static {
     /// The epoch of this event log.
     fn epoch(&self) -> u64;
 
-    /// Creates a pending booking offered to `offers`.
+    /// Creates a pending booking offered to `offers`; a repeat of a request id
+    /// within [`REQUEST_ID_WINDOW`] returns the booking it made, changing nothing.
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the request id was used for other details.
     async fn create_booking(&self, new: NewBooking, offers: Vec<Offer>) -> Result<Booking, Error>;
 
     /// Offers a still pending booking to more drivers.
@@ -170,6 +176,7 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<pb::Event>, Error>;
 
-    /// Removes durable events that occurred before `before`; returns how many.
+    /// Removes durable events that occurred before `before`, and request ids past
+    /// their window; returns how many events.
     async fn prune(&self, before: SystemTime) -> Result<u64, Error>;
 }

@@ -33,7 +33,9 @@ use logi::pb;
 use logi::topic::Topic;
 use rusqlite::{OpenFlags, params};
 
-use super::{BookingQuery, CommitSink, PendingBooking, Store, TopicSnapshot, TopicState};
+use super::{
+    BookingQuery, CommitSink, PendingBooking, REQUEST_ID_WINDOW, Store, TopicSnapshot, TopicState,
+};
 use crate::error::Error;
 use crate::model::{
     Booking, BookingId, Canceller, Driver, DriverStatus, NewBooking, Offer, to_millis,
@@ -241,6 +243,15 @@ impl Store for Sqlite {
 
     async fn prune(&self, before: SystemTime) -> Result<u64, Error> {
         let cutoff = to_millis(before);
+        self.0
+            .writer
+            .write(|t| {
+                let since = t.now.checked_sub(REQUEST_ID_WINDOW).unwrap_or(t.now);
+                t.tx.prepare_cached("DELETE FROM booking_requests WHERE created_at < ?1")?
+                    .execute([to_millis(since)])?;
+                Ok(())
+            })
+            .await?;
         let mut removed = 0;
         // Bounded batches, one transaction each, so other writes go on in between.
         loop {

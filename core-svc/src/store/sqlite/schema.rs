@@ -7,7 +7,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::error::Error;
 
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/0001_init.sql"),
+    include_str!("../../../migrations/0002_requests.sql"),
+];
 
 /// A connection with the settings every one of ours has.
 ///

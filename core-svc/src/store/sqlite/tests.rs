@@ -63,6 +63,7 @@ fn new_booking() -> NewBooking {
         phone_number: "+1234567890".into(),
         price_estimate: 15.84,
         distance_m: 11_119.5,
+        request: None,
     }
 }
 

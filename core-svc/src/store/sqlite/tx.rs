@@ -14,10 +14,10 @@ use crate::hub::EPHEMERAL_SPAN;
 use crate::lifecycle::{self, Action};
 use crate::model::{
     ActiveTrip, Booking, BookingId, BookingStatus, Canceller, Driver, DriverStatus, NewBooking,
-    Offer, from_millis, timestamp, to_millis,
+    Offer, RequestKey, from_millis, timestamp, to_millis,
 };
 use crate::otp;
-use crate::store::{Effects, PendingBooking};
+use crate::store::{Effects, PendingBooking, REQUEST_ID_WINDOW};
 
 /// One write transaction in progress and the effects it has gathered.
 pub struct Tx<'a> {
@@ -227,6 +227,17 @@ impl Tx<'_> {
     }
 
     pub fn create_booking(&mut self, new: &NewBooking, offers: &[Offer]) -> Result<Booking, Error> {
+        if let Some(key) = &new.request
+            && let Some(earlier) = self.requested(key)?
+        {
+            if !new.same_as(&earlier) {
+                return Err(Error::invalid(format!(
+                    "request_id {:?} was used for booking {} with other details: send a new request_id for a new booking",
+                    key.request_id, earlier.id
+                )));
+            }
+            return Ok(earlier);
+        }
         self.tx.prepare_cached("INSERT INTO bookings (user_id, status, pickup_lat, pickup_lon, pickup_address, dropoff_lat,
                 dropoff_lon, dropoff_address, vehicle_type, price_estimate, distance_m, phone_number,
                 created_at, updated_at)
@@ -245,6 +256,21 @@ impl Tx<'_> {
                 self.now_ms(),
             ])?;
         let booking = self.booking(self.tx.last_insert_rowid() as u64)?;
+        if let Some(key) = &new.request {
+            self.tx
+                .prepare_cached(
+                    "INSERT INTO booking_requests (principal, request_id, booking_id, created_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (principal, request_id)
+                     DO UPDATE SET booking_id = ?3, created_at = ?4",
+                )?
+                .execute(params![
+                    key.principal,
+                    key.request_id,
+                    booking.id as i64,
+                    self.now_ms()
+                ])?;
+        }
         self.append(fanout::booking_changed(&booking, None))?;
         self.insert_offers(&booking, offers)?;
         self.fx.created.push(PendingBooking {
@@ -255,6 +281,24 @@ impl Tx<'_> {
             offered: offers.iter().map(|o| o.driver_id.clone()).collect(),
         });
         Ok(booking)
+    }
+
+    /// The booking an earlier request with this key made, within the window.
+    fn requested(&self, key: &RequestKey) -> Result<Option<Booking>, Error> {
+        let since = to_millis(
+            self.now
+                .checked_sub(REQUEST_ID_WINDOW)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        );
+        let id: Option<i64> = self
+            .tx
+            .prepare_cached(
+                "SELECT booking_id FROM booking_requests
+                 WHERE principal = ?1 AND request_id = ?2 AND created_at >= ?3",
+            )?
+            .query_row(params![key.principal, key.request_id, since], |r| r.get(0))
+            .optional()?;
+        id.map(|id| self.booking(id as u64)).transpose()
     }
 
     pub fn add_offers(&mut self, id: BookingId, offers: &[Offer]) -> Result<(), Error> {

@@ -1,0 +1,10 @@
+-- Logi realtime core schema, version 2: CreateBooking's request ids. A repeat of a
+-- request (same principal, same id) within the window returns the booking it made.
+CREATE TABLE booking_requests (
+    principal  TEXT NOT NULL,            -- '{role}:{id}' of the caller
+    request_id TEXT NOT NULL,
+    booking_id INTEGER NOT NULL REFERENCES bookings (id),
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (principal, request_id)
+) WITHOUT ROWID;
+CREATE INDEX booking_requests_by_time ON booking_requests (created_at);
