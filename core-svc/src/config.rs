@@ -62,6 +62,12 @@ pub struct Config {
     #[arg(long, env = "LOGI_SUBSCRIBER_QUEUE", default_value_t = 1024)]
     pub subscriber_queue: usize,
 
+    /// An available driver whose positions stop for longer than this leaves
+    /// dispatch (its open offers close, admins hear it as Offline) until its next
+    /// position, e.g. 30s.
+    #[arg(long, env = "LOGI_DRIVER_STALE_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub driver_stale_after: Duration,
+
     /// Subscribe streams one principal may hold open at once (`service` callers,
     /// the edges, are not counted); one more is answered RESOURCE_EXHAUSTED.
     #[arg(long, env = "LOGI_MAX_STREAMS_PER_PRINCIPAL", default_value_t = 16)]
@@ -114,6 +120,9 @@ impl Config {
                 "LOGI_MAX_STREAMS_PER_PRINCIPAL and LOGI_MAX_CONCURRENT_STREAMS must be at least 1"
                     .into(),
             );
+        }
+        if self.driver_stale_after.is_zero() {
+            return Err("LOGI_DRIVER_STALE_AFTER must be more than 0".into());
         }
         if self.subscriber_queue == 0 {
             return Err("LOGI_SUBSCRIBER_QUEUE must be at least 1".into());

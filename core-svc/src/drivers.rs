@@ -1,14 +1,18 @@
 //! The in-memory driver registry: status, vehicle type, latest position and active
 //! trip of every known driver, plus one spatial index per vehicle type holding the
-//! AVAILABLE drivers with a known position.
+//! AVAILABLE drivers with a known, fresh position.
 //!
 //! Status, vehicle type and active trip mirror the database: the store's commit sink
-//! applies them in commit order. Positions live only here (GPS pings are not worth a
-//! disk write each), so after a restart a driver is findable again from its next ping.
+//! applies them in commit order. Positions are kept here as they arrive and written
+//! behind to the database a batch at a time ([`Registry::take_moved`]; a GPS ping is
+//! not worth a disk write of its own), so a restart finds drivers where they were.
+//! A driver whose positions stop for too long is marked unseen and leaves the index
+//! until its next position ([`crate::liveness`]).
 //! A std `Mutex` guards it: every critical section is short and never awaits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use logi::id::Id;
 
@@ -25,22 +29,35 @@ pub struct Registry {
 struct Inner {
     drivers: HashMap<Id, Entry>,
     by_vehicle: HashMap<String, SpatialIndex<Id>>,
+    /// Drivers whose position changed since the last [`Registry::take_moved`].
+    moved: HashSet<Id>,
 }
 
 #[derive(Debug)]
 struct Entry {
     driver: Driver,
     location: Option<Location>,
+    /// Available, but silent for too long: out of dispatch until its next position.
+    unseen: bool,
 }
 
 impl Entry {
     /// Where the entry sits in its vehicle type's index, if it is indexed.
     fn indexed_at(&self) -> Option<GeoPoint> {
         match (self.driver.status, self.location) {
-            (DriverStatus::Available, Some(l)) => Some(l.point),
+            (DriverStatus::Available, Some(l)) if !self.unseen => Some(l.point),
             _ => None,
         }
     }
+}
+
+/// What recording a position did.
+#[derive(Debug, PartialEq)]
+pub struct Recorded<R> {
+    /// What the trip callback returned, if the driver is on a trip.
+    pub during_trip: Option<R>,
+    /// The driver was unseen and is back: the store should hear of it.
+    pub back: bool,
 }
 
 /// A driver found near a point.
@@ -84,15 +101,77 @@ impl Registry {
     pub fn apply(&self, driver: &Driver) {
         let mut inner = self.lock();
         inner.unindex(&driver.id);
-        let location = inner.drivers.get(&driver.id).and_then(|e| e.location);
+        let (location, unseen) = inner
+            .drivers
+            .get(&driver.id)
+            .map_or((None, false), |e| (e.location, e.unseen));
         inner.drivers.insert(
             driver.id.clone(),
             Entry {
                 driver: driver.clone(),
                 location,
+                unseen,
             },
         );
         inner.index(&driver.id);
+    }
+
+    /// Puts a driver back as the database saved it, at start-up.
+    pub fn restore(&self, driver: &Driver, location: Option<Location>, unseen: bool) {
+        let mut inner = self.lock();
+        inner.unindex(&driver.id);
+        inner.drivers.insert(
+            driver.id.clone(),
+            Entry {
+                driver: driver.clone(),
+                location,
+                unseen,
+            },
+        );
+        inner.index(&driver.id);
+    }
+
+    /// Available drivers, not yet unseen, whose last position is older than `cutoff`.
+    pub fn silent_since(&self, cutoff: SystemTime) -> Vec<Id> {
+        self.lock()
+            .drivers
+            .values()
+            .filter(|e| {
+                e.driver.status == DriverStatus::Available
+                    && !e.unseen
+                    && e.location.is_some_and(|l| l.at < cutoff)
+            })
+            .map(|e| e.driver.id.clone())
+            .collect()
+    }
+
+    /// Takes a driver out of dispatch if it is still silent since `cutoff` (a
+    /// position may have come meanwhile); whether it was.
+    pub fn mark_unseen(&self, id: &Id, cutoff: SystemTime) -> bool {
+        let mut inner = self.lock();
+        let silent = inner.drivers.get(id).is_some_and(|e| {
+            e.driver.status == DriverStatus::Available
+                && !e.unseen
+                && e.location.is_some_and(|l| l.at < cutoff)
+        });
+        if silent {
+            inner.unindex(id);
+            inner.drivers.get_mut(id).expect("checked above").unseen = true;
+        }
+        silent
+    }
+
+    /// The positions that changed since the last call, to be saved.
+    pub fn take_moved(&self) -> Vec<(Id, Location)> {
+        let mut inner = self.lock();
+        let moved = std::mem::take(&mut inner.moved);
+        moved
+            .into_iter()
+            .filter_map(|id| {
+                let location = inner.drivers.get(&id)?.location?;
+                Some((id, location))
+            })
+            .collect()
     }
 
     /// Records a position and, if the driver is on a trip, runs `during_trip` with it
@@ -106,7 +185,7 @@ impl Registry {
         id: &Id,
         location: Location,
         during_trip: impl FnOnce(&ActiveTrip) -> R,
-    ) -> Result<Option<R>, Error> {
+    ) -> Result<Recorded<R>, Error> {
         let mut inner = self.lock();
         if !inner.drivers.contains_key(id) {
             return Err(Error::DriverNotFound(id.to_string()));
@@ -114,9 +193,13 @@ impl Registry {
         inner.unindex(id);
         let entry = inner.drivers.get_mut(id).expect("checked above");
         entry.location = Some(location);
-        let result = entry.driver.active.as_ref().map(during_trip);
+        let back = std::mem::replace(&mut entry.unseen, false);
+        let during_trip = entry.driver.active.as_ref().map(during_trip);
         inner.index(id);
-        Ok(result)
+        if !inner.moved.contains(id) {
+            inner.moved.insert(id.clone());
+        }
+        Ok(Recorded { during_trip, back })
     }
 
     pub fn get(&self, id: &Id) -> Option<(Driver, Option<Location>)> {
@@ -217,7 +300,7 @@ mod tests {
         let trip = r
             .update_location(&Id::new("2").unwrap(), at(10.0005, 10.0), ActiveTrip::clone)
             .unwrap();
-        assert_eq!(trip.unwrap().booking_id, 1);
+        assert_eq!(trip.during_trip.unwrap().booking_id, 1);
         r.apply(&driver("2", DriverStatus::Available, "car"));
         assert_eq!(
             ids(r.nearest("car", center, 5_000.0, 10, |_| false)),
@@ -244,5 +327,52 @@ mod tests {
             .update_location(&Id::new("9").unwrap(), at(0.0, 0.0), |_| ())
             .unwrap_err();
         assert_eq!(err, Error::DriverNotFound("9".into()));
+    }
+
+    #[test]
+    fn a_silent_driver_leaves_dispatch_until_its_next_position() {
+        let r = Registry::default();
+        let center = GeoPoint {
+            lat: 10.0,
+            lon: 10.0,
+        };
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        let later = |s| t0 + std::time::Duration::from_secs(s);
+        let pinged = |lat, when| Location {
+            at: when,
+            ..at(lat, 10.0)
+        };
+        r.apply(&driver("1", DriverStatus::Available, "car"));
+        r.apply(&driver("2", DriverStatus::Available, "car"));
+        let id = |s: &str| Id::new(s).unwrap();
+        r.update_location(&id("1"), pinged(10.001, t0), |_| ())
+            .unwrap();
+        r.update_location(&id("2"), pinged(10.002, later(20)), |_| ())
+            .unwrap();
+        let mut moved = r.take_moved();
+        moved.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(moved.len(), 2);
+        assert!(r.take_moved().is_empty(), "taken once");
+
+        // 30 s after t0, only driver 1 has been silent that long.
+        let cutoff = later(30) - std::time::Duration::from_secs(30);
+        let cutoff = cutoff + std::time::Duration::from_secs(1);
+        assert_eq!(r.silent_since(cutoff), [id("1")]);
+        assert!(r.mark_unseen(&id("1"), cutoff));
+        assert!(!r.mark_unseen(&id("1"), cutoff), "once");
+        assert_eq!(ids(r.nearest("car", center, 5_000.0, 10, |_| false)), ["2"]);
+        // A status change keeps it unseen; its next position brings it back.
+        r.apply(&driver("1", DriverStatus::Available, "car"));
+        assert_eq!(ids(r.nearest("car", center, 5_000.0, 10, |_| false)), ["2"]);
+        let back = r
+            .update_location(&id("1"), pinged(10.001, later(40)), |_| ())
+            .unwrap();
+        assert!(back.back);
+        assert_eq!(
+            ids(r.nearest("car", center, 5_000.0, 10, |_| false)),
+            ["1", "2"]
+        );
+        // A position that came after the sweep looked keeps the driver in.
+        assert!(!r.mark_unseen(&id("1"), later(40)));
     }
 }

@@ -84,6 +84,25 @@ pub fn driver_status(
         status: now.to_pb() as i32,
         previous_status: previous.map_or(pb::DriverStatus::Unspecified, DriverStatus::to_pb) as i32,
         vehicle_type: vehicle_type.to_owned(),
+        unseen: false,
+    });
+    vec![(Topic::Admins, kind)]
+}
+
+/// An available driver fell silent (shown OFFLINE) or was seen again (AVAILABLE):
+/// the admins hear of it.
+pub fn driver_unseen(driver: &Id, unseen: bool, vehicle_type: &str) -> Outgoing {
+    let (previous, now) = if unseen {
+        (DriverStatus::Available, DriverStatus::Offline)
+    } else {
+        (DriverStatus::Offline, DriverStatus::Available)
+    };
+    let kind = Kind::DriverStatus(pb::DriverStatusChanged {
+        driver_id: driver.to_string(),
+        status: now.to_pb() as i32,
+        previous_status: previous.to_pb() as i32,
+        vehicle_type: vehicle_type.to_owned(),
+        unseen,
     });
     vec![(Topic::Admins, kind)]
 }

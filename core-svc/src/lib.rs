@@ -6,13 +6,16 @@
 //! # Layout
 //! - [`config`]: flags and environment variables, tariffs and dispatch settings.
 //! - [`server`]: [`run`] wires everything and serves gRPC until shutdown.
-//! - [`model`]: domain types. Protobuf never reaches past [`api`].
+//! - [`model`]: domain types. Requests and replies are converted to and from them
+//!   in [`api`]; events are protobuf messages from [`fanout`] on, as they are stored
+//!   and streamed.
 //! - [`lifecycle`]: the booking state machine, as pure functions.
 //! - [`otp`], [`tariff`], [`geo`]: OTP rules, pricing, great-circle geometry and the
 //!   R*-tree over drivers' positions.
 //! - [`drivers`]: the in-memory driver registry (status, vehicle type, position,
 //!   active trip) with one spatial index per vehicle type.
 //! - [`dispatch`]: widens the search radius for pending bookings and expires them.
+//! - [`liveness`]: drivers who go silent leave dispatch; positions are saved behind.
 //! - [`fanout`]: which topics each change is told to, and with what event.
 //! - [`hub`]: live fan-out of events to subscribers, with bounded queues.
 //! - [`live`]: the commit sink feeding the hub and the registry.
@@ -29,9 +32,10 @@
 //! [`drivers`] registry. Publishing in commit order is what makes per-topic offsets
 //! reach subscribers in order.
 //!
-//! GPS positions never touch the database: the registry keeps the latest one, moves
-//! the driver in the spatial index, and, during a trip, the hub publishes an
-//! ephemeral event to the rider's topic.
+//! GPS positions do not touch the database on their way: the registry keeps the
+//! latest one, moves the driver in the spatial index, and, during a trip, the hub
+//! publishes an ephemeral event to the rider's topic. [`liveness`] saves them
+//! behind, a batch every few seconds.
 //!
 //! # Offsets
 //! Durable events of a topic are numbered 1, 2, 3… in the `topics` table; their
@@ -49,6 +53,7 @@ pub mod geo;
 pub mod hub;
 pub mod lifecycle;
 pub mod live;
+pub mod liveness;
 pub mod model;
 pub mod otp;
 pub mod server;

@@ -19,6 +19,7 @@ use crate::drivers::Registry;
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::live::Live;
+use crate::liveness;
 use crate::store::sqlite::Sqlite;
 use crate::store::{CommitSink, Store};
 
@@ -77,8 +78,8 @@ pub async fn run(
     })?;
     let hub = hub_slot.expect("the sink was built");
     let store: Arc<dyn Store> = Arc::new(store);
-    for driver in store.drivers().await? {
-        registry.apply(&driver);
+    for saved in store.drivers().await? {
+        registry.restore(&saved.driver, saved.location, saved.unseen);
     }
     let dispatcher = Dispatcher::new(config.dispatch(), schedule, store.clone(), registry.clone());
     let pending = dispatcher.restore().await?;
@@ -92,6 +93,12 @@ pub async fn run(
 
     let tasks = TaskTracker::new();
     tasks.spawn(dispatcher.clone().run(shutdown.clone()));
+    tasks.spawn(liveness::run(
+        registry.clone(),
+        store.clone(),
+        config.driver_stale_after,
+        shutdown.clone(),
+    ));
     tasks.spawn(prune(
         store.clone(),
         config.event_retention,

@@ -16,6 +16,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::SinkExt;
 use futures::stream::{SplitStream, StreamExt};
 use logi::auth::{Principal, Role};
+use logi::id::Id;
 use logi::pb::{self, event::Kind};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -24,6 +25,7 @@ use tracing::Instrument;
 
 use crate::admission::{PrincipalHold, Slot};
 use crate::close;
+use crate::dialect::inbound::Position;
 use crate::dialect::{self, Audience, inbound};
 use crate::outbox::{Outbox, Sink};
 use crate::resume;
@@ -211,6 +213,7 @@ impl Session {
         // Armed while the outbox is busy: by then the socket must have taken a batch.
         let mut stall = std::pin::pin!(tokio::time::sleep(WRITE_TIMEOUT));
         let mut stall_armed = false;
+        let mut gps = Gps::default();
         loop {
             if out.busy() && !stall_armed {
                 stall.as_mut().reset(Instant::now() + WRITE_TIMEOUT);
@@ -233,20 +236,20 @@ impl Session {
                     stall_armed = false;
                 }
                 () = &mut stall, if stall_armed => return End::stalled(),
+                answer = gps.done(&self.upstream, &self.principal.id), if gps.in_flight.is_some() => {
+                    if let Err(status) = answer {
+                        let error = dialect::error_frame(&close::location_error(&status));
+                        if let Err(end) = enqueue(out, &error) {
+                            return end;
+                        }
+                    }
+                }
                 message = incoming.next() => {
                     match message {
                         Some(Ok(Message::Text(text))) => {
                             unanswered = 0;
-                            // Boxed: the session's task is not sized for the call to core-svc.
-                            let called = Instant::now();
-                            if let Err(end) = Box::pin(self.inbound(text.as_str(), out)).await {
+                            if let Err(end) = self.inbound(text.as_str(), &mut gps, out) {
                                 return end;
-                            }
-                            // Nothing was written meanwhile, through no fault of the
-                            // socket: the stall clock stops during our own call.
-                            if stall_armed {
-                                let deadline = stall.deadline() + called.elapsed();
-                                stall.as_mut().reset(deadline);
                             }
                         }
                         Some(Ok(Message::Binary(_))) => {
@@ -305,26 +308,62 @@ impl Session {
         }
     }
 
-    async fn inbound(&self, text: &str, out: &mut Outbox) -> Result<(), End> {
-        let answer = match inbound::parse(self.route.dialect, text) {
-            Err(e) => Some(e.to_string()),
+    /// Answers a malformed frame at once; a position goes to the [`Gps`] slot.
+    fn inbound(&self, text: &str, gps: &mut Gps, out: &mut Outbox) -> Result<(), End> {
+        let refusal = match inbound::parse(self.route.dialect, text) {
+            Err(e) => e.to_string(),
             Ok(_) if self.principal.role != Role::Driver => {
-                Some("only drivers may send their location".to_owned())
+                "only drivers may send their location".to_owned()
             }
-            Ok(position) => match self
-                .upstream
-                .forward_location(&self.principal.id, position)
-                .await
-            {
-                Ok(()) => None,
-                Err(status) => Some(close::location_error(&status)),
-            },
+            Ok(position) => {
+                gps.push(position, &self.upstream, &self.principal.id);
+                return Ok(());
+            }
         };
-        match answer {
-            Some(message) => enqueue(out, &dialect::error_frame(&message)),
-            None => Ok(()),
+        enqueue(out, &dialect::error_frame(&refusal))
+    }
+}
+
+/// A driver's positions on their way to core-svc: one call in flight at a time,
+/// and the latest position waiting behind it (a newer one replaces it: only where
+/// the driver is now matters). The session's loop polls the call beside everything
+/// else, so a slow call never holds up the driver's offers, and pings faster than a
+/// round trip are folded into the latest.
+/// One UpdateDriverLocation call.
+type Call = std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::Status>> + Send>>;
+
+#[derive(Default)]
+struct Gps {
+    in_flight: Option<Call>,
+    waiting: Option<Position>,
+}
+
+impl Gps {
+    fn push(&mut self, at: Position, upstream: &Upstream, driver: &Id) {
+        if self.in_flight.is_none() {
+            self.in_flight = Some(call(upstream.clone(), driver.clone(), at));
+        } else {
+            self.waiting = Some(at);
         }
     }
+
+    /// The end of the call in flight; the waiting position, if any, goes next.
+    /// Cancel-safe: the call stays in the slot until it ends.
+    async fn done(&mut self, upstream: &Upstream, driver: &Id) -> Result<(), tonic::Status> {
+        let result = match self.in_flight.as_mut() {
+            Some(call) => call.await,
+            None => std::future::pending().await,
+        };
+        self.in_flight = self
+            .waiting
+            .take()
+            .map(|at| call(upstream.clone(), driver.clone(), at));
+        result
+    }
+}
+
+fn call(upstream: Upstream, driver: Id, at: Position) -> Call {
+    Box::pin(async move { upstream.forward_location(&driver, at).await })
 }
 
 fn feed_end_reason(end: &FeedEnd) -> &'static str {

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{Core, access, convert, principal};
 use crate::error::Error;
+use crate::liveness;
 use crate::model::{DriverStatus, GeoPoint, Location, timestamp};
 
 const DEFAULT_RADIUS_M: f64 = 3_000.0;
@@ -33,7 +34,7 @@ fn location_pb(driver_id: &str, l: &Location) -> pb::DriverLocation {
 
 impl LocationApi {
     /// Validates and applies one position; returns the booking whose rider got it.
-    fn apply(&self, p: &Principal, r: pb::UpdateDriverLocationRequest) -> Result<u64, Error> {
+    async fn apply(&self, p: &Principal, r: pb::UpdateDriverLocationRequest) -> Result<u64, Error> {
         let driver = convert::id(
             "driver_id",
             &access::default_id(p, Role::Driver, &r.driver_id),
@@ -48,7 +49,7 @@ impl LocationApi {
             at: SystemTime::now(),
         };
         let hub = &self.0.hub;
-        let sent_to = self.0.registry.update_location(&driver, location, |trip| {
+        let recorded = self.0.registry.update_location(&driver, location, |trip| {
             let kind = Kind::DriverLocation(pb::DriverLocationChanged {
                 booking_id: trip.booking_id,
                 booking_status: trip.status.to_pb() as i32,
@@ -58,7 +59,10 @@ impl LocationApi {
             hub.publish_ephemeral(&topic, kind, location.at);
             trip.booking_id
         })?;
-        Ok(sent_to.unwrap_or(0))
+        if recorded.back {
+            liveness::back(self.0.store.as_ref(), &driver).await;
+        }
+        Ok(recorded.during_trip.unwrap_or(0))
     }
 }
 
@@ -69,7 +73,7 @@ impl LocationService for LocationApi {
         req: Request<pb::UpdateDriverLocationRequest>,
     ) -> Result<Response<pb::UpdateDriverLocationResponse>, Status> {
         let p = principal(&req)?;
-        let booking_id = self.apply(&p, req.into_inner())?;
+        let booking_id = self.apply(&p, req.into_inner()).await?;
         Ok(Response::new(pb::UpdateDriverLocationResponse {
             booking_id,
         }))
@@ -94,7 +98,7 @@ impl LocationService for LocationApi {
             match next {
                 None => break,
                 Some(Ok(r)) => {
-                    self.apply(&p, r).map_err(|e| {
+                    self.apply(&p, r).await.map_err(|e| {
                         let status = Status::from(e);
                         Status::new(
                             status.code(),

@@ -18,7 +18,8 @@ use logi::topic::Topic;
 
 use crate::error::Error;
 use crate::model::{
-    Booking, BookingId, BookingStatus, Canceller, Driver, DriverStatus, GeoPoint, NewBooking, Offer,
+    Booking, BookingId, BookingStatus, Canceller, Driver, DriverStatus, GeoPoint, Location,
+    NewBooking, Offer,
 };
 
 /// What a committed transaction changed, for the live side.
@@ -48,6 +49,14 @@ pub struct BookingQuery {
     /// Only bookings with a smaller id (the page token).
     pub before: Option<BookingId>,
     pub limit: usize,
+}
+
+/// A driver as saved: its state, last position and whether it was unseen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriverRecord {
+    pub driver: Driver,
+    pub location: Option<Location>,
+    pub unseen: bool,
 }
 
 /// A pending booking as the dispatcher needs it after a restart.
@@ -156,8 +165,15 @@ pub trait Store: Send + Sync + 'static {
         query: BookingQuery,
     ) -> Result<(Vec<Booking>, Option<BookingId>), Error>;
 
-    /// Every registered driver, for the registry at start-up.
-    async fn drivers(&self) -> Result<Vec<Driver>, Error>;
+    /// Every registered driver with its last saved position, for the registry at
+    /// start-up.
+    async fn drivers(&self) -> Result<Vec<DriverRecord>, Error>;
+
+    /// Marks an available driver unseen, or seen again; whether anything changed.
+    async fn set_driver_unseen(&self, id: Id, unseen: bool) -> Result<bool, Error>;
+
+    /// Records drivers' last positions.
+    async fn save_positions(&self, positions: Vec<(Id, Location)>) -> Result<(), Error>;
 
     /// Every pending booking, for the dispatcher at start-up.
     async fn pending(&self) -> Result<Vec<PendingBooking>, Error>;

@@ -34,11 +34,12 @@ use logi::topic::Topic;
 use rusqlite::{OpenFlags, params};
 
 use super::{
-    BookingQuery, CommitSink, PendingBooking, REQUEST_ID_WINDOW, Store, TopicSnapshot, TopicState,
+    BookingQuery, CommitSink, DriverRecord, PendingBooking, REQUEST_ID_WINDOW, Store,
+    TopicSnapshot, TopicState,
 };
 use crate::error::Error;
 use crate::model::{
-    Booking, BookingId, Canceller, Driver, DriverStatus, NewBooking, Offer, to_millis,
+    Booking, BookingId, Canceller, Driver, DriverStatus, Location, NewBooking, Offer, to_millis,
 };
 use reader::Readers;
 use writer::Writer;
@@ -199,8 +200,22 @@ impl Store for Sqlite {
         self.0.readers.read(move |c| queries::bookings(c, &q)).await
     }
 
-    async fn drivers(&self) -> Result<Vec<Driver>, Error> {
+    async fn drivers(&self) -> Result<Vec<DriverRecord>, Error> {
         self.0.readers.read(queries::drivers).await
+    }
+
+    async fn set_driver_unseen(&self, id: Id, unseen: bool) -> Result<bool, Error> {
+        self.0
+            .writer
+            .write(move |t| t.set_driver_unseen(&id, unseen))
+            .await
+    }
+
+    async fn save_positions(&self, positions: Vec<(Id, Location)>) -> Result<(), Error> {
+        self.0
+            .writer
+            .write(move |t| t.save_positions(&positions))
+            .await
     }
 
     async fn pending(&self) -> Result<Vec<PendingBooking>, Error> {

@@ -14,10 +14,11 @@ use super::rows;
 use crate::error::Error;
 use crate::hub::EPHEMERAL_SPAN;
 use crate::model::{
-    ActiveTrip, Booking, BookingId, Driver, GeoPoint, from_millis, timestamp, to_millis,
+    ActiveTrip, Booking, BookingId, Driver, GeoPoint, Location, from_millis, timestamp, to_millis,
 };
 use crate::store::{
-    BookingQuery, PendingBooking, SNAPSHOT_ENDED_WITHIN, SNAPSHOT_LIMIT, TopicSnapshot, TopicState,
+    BookingQuery, DriverRecord, PendingBooking, SNAPSHOT_ENDED_WITHIN, SNAPSHOT_LIMIT,
+    TopicSnapshot, TopicState,
 };
 
 pub fn booking(conn: &Connection, id: BookingId) -> Result<Booking, Error> {
@@ -80,8 +81,8 @@ pub fn bookings(
     Ok((page, next))
 }
 
-/// Every registered driver with its active trip.
-pub fn drivers(conn: &Connection) -> Result<Vec<Driver>, Error> {
+/// Every registered driver with its active trip and last saved position.
+pub fn drivers(conn: &Connection) -> Result<Vec<DriverRecord>, Error> {
     let mut trips = HashMap::new();
     let mut stmt = conn.prepare(
         "SELECT driver_id, id, user_id, status FROM bookings WHERE status IN ('accepted', 'on_trip')",
@@ -100,15 +101,35 @@ pub fn drivers(conn: &Connection) -> Result<Vec<Driver>, Error> {
         let (driver, trip) = row?;
         trips.insert(driver, trip);
     }
-    let mut stmt = conn.prepare("SELECT id, status, vehicle_type FROM drivers")?;
+    let mut stmt = conn.prepare(
+        "SELECT id, status, vehicle_type, lat, lon, heading, speed_mps, seen_at, unseen FROM drivers",
+    )?;
     let drivers = stmt
         .query_map([], |r| {
             let id = rows::id(r, 0)?;
-            Ok(Driver {
-                active: trips.get(&id).cloned(),
-                id,
-                status: rows::driver_status(r, 1)?,
-                vehicle_type: r.get(2)?,
+            let seen = (
+                r.get::<_, Option<f64>>(3)?,
+                r.get::<_, Option<f64>>(4)?,
+                r.get::<_, Option<i64>>(7)?,
+            );
+            let location = match seen {
+                (Some(lat), Some(lon), Some(at)) => Some(Location {
+                    point: GeoPoint { lat, lon },
+                    heading: r.get(5)?,
+                    speed_mps: r.get(6)?,
+                    at: from_millis(at),
+                }),
+                _ => None,
+            };
+            Ok(DriverRecord {
+                driver: Driver {
+                    active: trips.get(&id).cloned(),
+                    id,
+                    status: rows::driver_status(r, 1)?,
+                    vehicle_type: r.get(2)?,
+                },
+                location,
+                unseen: r.get(8)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;

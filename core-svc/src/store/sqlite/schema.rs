@@ -10,6 +10,7 @@ use crate::error::Error;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0001_init.sql"),
     include_str!("../../../migrations/0002_requests.sql"),
+    include_str!("../../../migrations/0003_driver_positions.sql"),
 ];
 
 /// A connection with the settings every one of ours has.

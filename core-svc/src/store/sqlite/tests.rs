@@ -177,7 +177,7 @@ async fn a_whole_lifecycle_commits_state_and_events_together() {
     assert!(
         drivers
             .iter()
-            .all(|d| d.status == DriverStatus::Available && d.active.is_none())
+            .all(|d| d.driver.status == DriverStatus::Available && d.driver.active.is_none())
     );
 
     // The user topic's history is the five durable events, in order.
@@ -286,7 +286,10 @@ async fn cancel_frees_the_driver_and_closes_open_offers() {
         ]
     );
     let d = store.drivers().await.unwrap().pop().unwrap();
-    assert_eq!((d.status, d.active), (DriverStatus::Available, None));
+    assert_eq!(
+        (d.driver.status, d.driver.active),
+        (DriverStatus::Available, None)
+    );
 }
 
 #[tokio::test]
@@ -355,9 +358,9 @@ async fn a_reopened_database_keeps_everything() {
     let d = store.drivers().await.unwrap().pop().unwrap();
     assert_eq!(
         (
-            d.status,
-            d.vehicle_type.as_str(),
-            d.active.map(|a| a.booking_id)
+            d.driver.status,
+            d.driver.vehicle_type.as_str(),
+            d.driver.active.map(|a| a.booking_id)
         ),
         (DriverStatus::OnTrip, "van", Some(b.id))
     );

@@ -13,8 +13,8 @@ use crate::fanout::{self, Outgoing};
 use crate::hub::EPHEMERAL_SPAN;
 use crate::lifecycle::{self, Action};
 use crate::model::{
-    ActiveTrip, Booking, BookingId, BookingStatus, Canceller, Driver, DriverStatus, NewBooking,
-    Offer, RequestKey, from_millis, timestamp, to_millis,
+    ActiveTrip, Booking, BookingId, BookingStatus, Canceller, Driver, DriverStatus, Location,
+    NewBooking, Offer, RequestKey, from_millis, timestamp, to_millis,
 };
 use crate::otp;
 use crate::store::{Effects, PendingBooking, REQUEST_ID_WINDOW};
@@ -481,6 +481,49 @@ impl Tx<'_> {
             self.withdraw_offers(id)?;
         }
         Ok(driver)
+    }
+
+    /// Marks an available driver unseen (out of dispatch, its open offers closed) or
+    /// seen again; the admins hear of each change. Returns whether anything changed.
+    pub fn set_driver_unseen(&mut self, id: &Id, unseen: bool) -> Result<bool, Error> {
+        let Some(driver) = self.driver(id)? else {
+            return Ok(false);
+        };
+        let was: bool = self
+            .tx
+            .prepare_cached("SELECT unseen FROM drivers WHERE id = ?1")?
+            .query_row([id.as_str()], |r| r.get(0))?;
+        if was == unseen || (unseen && driver.status != DriverStatus::Available) {
+            return Ok(false);
+        }
+        self.tx
+            .prepare_cached("UPDATE drivers SET unseen = ?2 WHERE id = ?1")?
+            .execute(params![id.as_str(), unseen])?;
+        if driver.status == DriverStatus::Available {
+            self.append(fanout::driver_unseen(id, unseen, &driver.vehicle_type))?;
+        }
+        if unseen {
+            self.withdraw_offers(id)?;
+        }
+        Ok(true)
+    }
+
+    /// Records drivers' last positions (written behind, a batch at a time).
+    pub fn save_positions(&mut self, positions: &[(Id, Location)]) -> Result<(), Error> {
+        let mut stmt = self.tx.prepare_cached(
+            "UPDATE drivers SET lat = ?2, lon = ?3, heading = ?4, speed_mps = ?5, seen_at = ?6 WHERE id = ?1",
+        )?;
+        for (id, l) in positions {
+            stmt.execute(params![
+                id.as_str(),
+                l.point.lat,
+                l.point.lon,
+                l.heading,
+                l.speed_mps,
+                to_millis(l.at)
+            ])?;
+        }
+        Ok(())
     }
 
     /// Closes the open offers to a driver who went offline; the bookings stay
