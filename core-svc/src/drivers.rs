@@ -78,6 +78,17 @@ impl Inner {
         }
     }
 
+    fn put(&mut self, driver: &Driver, location: Option<Location>, unseen: bool) {
+        self.unindex(&driver.id);
+        let entry = Entry {
+            driver: driver.clone(),
+            location,
+            unseen,
+        };
+        self.drivers.insert(driver.id.clone(), entry);
+        self.index(&driver.id);
+    }
+
     fn index(&mut self, id: &Id) {
         if let Some(entry) = self.drivers.get(id)
             && let Some(at) = entry.indexed_at()
@@ -100,35 +111,16 @@ impl Registry {
     /// Sets a driver's status, vehicle type and active trip as committed.
     pub fn apply(&self, driver: &Driver) {
         let mut inner = self.lock();
-        inner.unindex(&driver.id);
         let (location, unseen) = inner
             .drivers
             .get(&driver.id)
             .map_or((None, false), |e| (e.location, e.unseen));
-        inner.drivers.insert(
-            driver.id.clone(),
-            Entry {
-                driver: driver.clone(),
-                location,
-                unseen,
-            },
-        );
-        inner.index(&driver.id);
+        inner.put(driver, location, unseen);
     }
 
     /// Puts a driver back as the database saved it, at start-up.
     pub fn restore(&self, driver: &Driver, location: Option<Location>, unseen: bool) {
-        let mut inner = self.lock();
-        inner.unindex(&driver.id);
-        inner.drivers.insert(
-            driver.id.clone(),
-            Entry {
-                driver: driver.clone(),
-                location,
-                unseen,
-            },
-        );
-        inner.index(&driver.id);
+        self.lock().put(driver, location, unseen);
     }
 
     /// Available drivers, not yet unseen, whose last position is older than `cutoff`.
