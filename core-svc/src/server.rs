@@ -166,9 +166,8 @@ pub async fn run(
         // streams this server has not taken up yet. Past this many such
         // cancellations pending at once, h2 ends the whole connection (its guard
         // against "rapid reset" floods; its default is 20), cutting off every other
-        // app on that edge: seen when the bench stopped core-svc while an edge's
-        // 18,000 apps were leaving. Still a bound, and core-svc is not exposed to
-        // the internet.
+        // app on that edge. Still a bound, and core-svc is not exposed to the
+        // internet.
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
         .max_concurrent_streams(config.max_concurrent_streams)
         // No server-wide timeout: it would also end GPS client streams, which are

@@ -29,8 +29,10 @@ pub enum StreamEnd {
 
 pub fn on_stream_end(status: &Status) -> StreamEnd {
     match status.code() {
-        // A fresh service token is minted for every subscribe, and a static one may
-        // have been rotated in core-svc's key set: retry either way, within the limit.
+        // Transient, or (UNAUTHENTICATED) a service token that expired or was
+        // rotated: a minted one is renewed and a token file read again before the
+        // next call, so retrying within the outage limit can succeed. A static token
+        // that expired will not: the outage limit then ends the wait.
         Code::Unavailable
         | Code::Unknown
         | Code::Cancelled

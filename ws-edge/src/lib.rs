@@ -21,6 +21,7 @@
 //! - [`resume`]: the opt-in resume of apps: the cursor in their frames, `?since=`.
 //! - [`session`]: one connection, one task: the select loop over client frames,
 //!   upstream events, the outbox, pings, token expiry and shutdown.
+//! - [`timers`]: the heartbeat and the token's expiry.
 //! - [`outbox`]: a connection's bounded queue of frames, written in batches with
 //!   one flush each.
 //! - [`close`]: the close codes, and the one place a gRPC status becomes a close
@@ -43,6 +44,7 @@ pub mod resume;
 pub mod route;
 pub mod server;
 pub mod session;
+pub mod timers;
 pub mod upstream;
 
 pub use config::Config;

@@ -10,7 +10,7 @@
 //! session forever.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::SinkExt;
@@ -30,18 +30,15 @@ use crate::dialect::{self, Audience, inbound};
 use crate::outbox::{Outbox, Sink};
 use crate::resume;
 use crate::route::Route;
+use crate::timers::{self, Beat, Heartbeat};
 use crate::upstream::{Feed, FeedEnd, Upstream};
 
 /// A socket that takes no batch of frames for this long ends the connection; so
 /// does a snapshot, or a close, not written in this time.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pings left unanswered before the client is closed.
-const MAX_UNANSWERED_PINGS: u32 = 2;
 /// After sending a close, how long the peer's close reply is waited for (reading
 /// on, as the protocol asks) before the TCP connection is dropped.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
-/// The longest a token is waited for: later expiries are treated as this.
-const MAX_TOKEN_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -178,14 +175,6 @@ impl Session {
         let _ = tokio::time::timeout(CLOSE_LINGER, reply).await;
     }
 
-    fn expiry(&self) -> Instant {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let left = Duration::from_secs(self.principal.expires_at).saturating_sub(now);
-        Instant::now() + left.min(MAX_TOKEN_WAIT)
-    }
-
     async fn serve(
         &mut self,
         sink: &mut Sink,
@@ -202,14 +191,14 @@ impl Session {
             topics: std::mem::take(&mut self.topics),
             recover: self.recover.take(),
         };
-        let interval = self.settings.ping_interval;
-        let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
-        let mut unanswered = 0u32;
+        let mut heartbeat = Heartbeat::new(self.settings.ping_interval);
         // Made once, not per turn of the loop: each would be registered and removed
         // again for every event.
         let shutdown = self.shutdown.clone();
         let mut stopping = std::pin::pin!(shutdown.cancelled());
-        let mut expired = std::pin::pin!(tokio::time::sleep_until(self.expiry()));
+        let mut expired = std::pin::pin!(tokio::time::sleep_until(timers::token_deadline(
+            self.principal.expires_at
+        )));
         // Armed while the outbox is busy: by then the socket must have taken a batch.
         let mut stall = std::pin::pin!(tokio::time::sleep(WRITE_TIMEOUT));
         let mut stall_armed = false;
@@ -247,34 +236,33 @@ impl Session {
                 message = incoming.next() => {
                     match message {
                         Some(Ok(Message::Text(text))) => {
-                            unanswered = 0;
+                            heartbeat.answered();
                             if let Err(end) = self.inbound(text.as_str(), &mut gps, out) {
                                 return end;
                             }
                         }
                         Some(Ok(Message::Binary(_))) => {
-                            unanswered = 0;
+                            heartbeat.answered();
                             let error = dialect::error_frame("binary frames are not supported: send JSON text");
                             if let Err(end) = enqueue(out, &error) {
                                 return end;
                             }
                         }
-                        Some(Ok(Message::Pong(_) | Message::Ping(_))) => unanswered = 0,
+                        Some(Ok(Message::Pong(_) | Message::Ping(_))) => heartbeat.answered(),
                         // Answer the client's close, as the protocol asks.
                         Some(Ok(Message::Close(_))) => return End::close(1000, ""),
                         None => return End::gone(),
                         Some(Err(e)) => return self.read_error(e),
                     }
                 }
-                _ = ping.tick() => {
-                    if unanswered >= MAX_UNANSWERED_PINGS {
-                        return End::close(close::PING_TIMEOUT, "no answer to two pings");
+                beat = heartbeat.tick() => match beat {
+                    Beat::Silent => return End::close(close::PING_TIMEOUT, "no answer to two pings"),
+                    Beat::Ping => {
+                        if out.push(Message::Ping(Default::default())).is_err() {
+                            return End::slow();
+                        }
                     }
-                    if out.push(Message::Ping(Default::default())).is_err() {
-                        return End::slow();
-                    }
-                    unanswered += 1;
-                }
+                },
                 // Events already buffered by HTTP/2 come without a wait: if they did
                 // not draw on the task's budget like the socket writes do, a burst
                 // would fill the outbox while those writes are put off, and a healthy
