@@ -19,7 +19,7 @@ pub enum Error {
     BookingNotFound(BookingId),
     #[error("driver {0} is not registered: call SetDriverStatus first")]
     DriverNotFound(String),
-    #[error("driver {0} has not reported a position since core-svc started")]
+    #[error("driver {0} has not reported a position yet")]
     NoLocation(String),
     #[error("booking {booking} is {status}: {what}", status = .status.as_str())]
     WrongStatus {
