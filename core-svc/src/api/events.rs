@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::Stream;
-use logi::pb::{self, event::Kind, event_service_server::EventService, resync_required::Reason};
+use logi::pb::{self, event::Kind, event_service_server::EventService};
 use logi::topic::Topic;
 use tonic::{Request, Response, Status};
 
 use super::{Core, principal};
+use crate::cursor::{self, Refusal};
 use crate::error::Error;
 use crate::hub::{self, EPHEMERAL_SPAN, Next, Subscription};
 use crate::model::timestamp;
@@ -76,16 +77,16 @@ impl EventService for EventApi {
         // Read each topic's bounds before answering, so that the hub knows the durable
         // head (and can number positions) as soon as the caller holds the stream.
         let epoch = self.0.store.epoch();
-        let mut states = Vec::with_capacity(names.len());
-        for name in &names {
+        let mut topics = Vec::with_capacity(names.len());
+        for name in names.iter().cloned() {
             let state = self.0.store.topic_state(name.clone()).await?;
-            let resume_offset = r
-                .resume
-                .get(name)
-                .filter(|c| c.epoch == epoch)
-                .map(|c| c.offset);
-            self.0.hub.observe(name, state.last_seq, resume_offset);
-            states.push((name.clone(), state));
+            let cursor = r.resume.get(&name).copied();
+            let resume = cursor::resume(&self.0.hub, &name, epoch, state, cursor);
+            topics.push(Start {
+                topic: name,
+                state,
+                resume,
+            });
         }
         let expires_in = UNIX_EPOCH
             .checked_add(Duration::from_secs(p.expires_at))
@@ -95,20 +96,19 @@ impl EventService for EventApi {
         Ok(Response::new(Box::pin(events(
             self.0.clone(),
             sub,
-            states,
-            r.resume,
+            topics,
             r.heads,
             expires_in,
         ))))
     }
 }
 
-/// Whether a same-epoch cursor could have been handed out: not past the last
-/// durable event, and not so far into the ephemeral range that raising the counter
-/// past it would leave no offsets for further positions.
-fn plausible(offset: u64, last_seq: u64) -> bool {
-    let (seq, ephemeral) = hub::split(offset);
-    seq <= last_seq && ephemeral < EPHEMERAL_SPAN / 2
+/// Where a subscription starts reading one of its topics.
+struct Start {
+    topic: String,
+    state: TopicState,
+    /// The subscriber's cursor for it, checked; `None` when it sent none.
+    resume: Option<Result<u64, Refusal>>,
 }
 
 /// An event of the stream itself (not of the log) at `offset`.
@@ -121,10 +121,10 @@ fn marker(topic: &str, epoch: u64, offset: u64, kind: Kind) -> pb::Event {
     }
 }
 
-fn resync(topic: &str, epoch: u64, offset: u64, reason: Reason, detail: String) -> pb::Event {
+fn resync(topic: &str, epoch: u64, offset: u64, refusal: Refusal) -> pb::Event {
     let kind = Kind::ResyncRequired(pb::ResyncRequired {
-        reason: reason as i32,
-        detail,
+        reason: refusal.reason as i32,
+        detail: refusal.detail,
     });
     marker(topic, epoch, offset, kind)
 }
@@ -137,8 +137,7 @@ enum Live {
 fn events(
     core: Arc<Core>,
     mut sub: Subscription,
-    topics: Vec<(String, TopicState)>,
-    resume: HashMap<String, pb::Cursor>,
+    topics: Vec<Start>,
     heads: bool,
     expires_in: Duration,
 ) -> impl Stream<Item = Result<pb::Event, Status>> + Send {
@@ -148,33 +147,25 @@ fn events(
         let expiry = tokio::time::Instant::now() + expires_in.min(Duration::from_secs(365 * 24 * 3600));
         // The offset of the last event sent, per topic with a cursor.
         let mut delivered: HashMap<String, u64> = HashMap::new();
-        for (topic, state) in &topics {
-            let Some(cursor) = resume.get(topic).copied() else {
-                if heads {
-                    let head = state.last_seq * EPHEMERAL_SPAN;
-                    delivered.insert(topic.clone(), head);
-                    yield Ok(marker(topic, epoch, head, Kind::StreamHead(pb::StreamHead {})));
+        for Start { topic, state, resume } in topics {
+            let head = state.last_seq * EPHEMERAL_SPAN;
+            let offset = match resume {
+                None => {
+                    if heads {
+                        delivered.insert(topic.clone(), head);
+                        yield Ok(marker(&topic, epoch, head, Kind::StreamHead(pb::StreamHead {})));
+                    }
+                    continue;
                 }
-                continue;
+                Some(Err(refusal)) => {
+                    delivered.insert(topic.clone(), head);
+                    yield Ok(resync(&topic, epoch, head, refusal));
+                    continue;
+                }
+                Some(Ok(offset)) => offset,
             };
-            let (seq, _) = hub::split(cursor.offset);
-            let refusal = if cursor.epoch != epoch {
-                Some((Reason::EpochChanged, format!("cursor epoch {} is not this event log's epoch {epoch}", cursor.epoch)))
-            } else if !plausible(cursor.offset, state.last_seq) {
-                Some((Reason::CursorAhead, format!("cursor offset {} is past the last event written", cursor.offset)))
-            } else if seq < state.pruned_seq {
-                Some((Reason::HistoryTruncated, "events after the cursor were removed by retention".to_owned()))
-            } else {
-                None
-            };
-            if let Some((reason, detail)) = refusal {
-                let head = state.last_seq * EPHEMERAL_SPAN;
-                delivered.insert(topic.clone(), head);
-                yield Ok(resync(topic, epoch, head, reason, detail));
-                continue;
-            }
-            delivered.insert(topic.clone(), cursor.offset);
-            let mut after = seq;
+            delivered.insert(topic.clone(), offset);
+            let mut after = hub::split(offset).0;
             loop {
                 let page = match core.store.events_after(topic.clone(), after, REPLAY_PAGE).await {
                     Ok(page) => page,
