@@ -62,8 +62,9 @@ pub fn check(cursor: pb::Cursor, epoch: u64, state: TopicState) -> Result<u64, R
 }
 
 /// Checks a subscriber's `cursor` for `topic` (if it sent one) and tells `hub` the
-/// topic's durable head and the offset the subscriber resumes from, so that later
-/// ephemeral offsets exceed both.
+/// topic's durable head and, when the cursor is honoured, the offset the subscriber
+/// resumes from, so that later ephemeral offsets exceed both. A refused cursor is
+/// not told: it could be anywhere in the ephemeral range and use it up.
 pub fn resume(
     hub: &Hub,
     topic: &str,
@@ -71,9 +72,10 @@ pub fn resume(
     state: TopicState,
     cursor: Option<pb::Cursor>,
 ) -> Option<Result<u64, Refusal>> {
-    let resume_offset = cursor.filter(|c| c.epoch == epoch).map(|c| c.offset);
+    let verdict = cursor.map(|c| check(c, epoch, state));
+    let resume_offset = verdict.as_ref().and_then(|v| v.as_ref().ok().copied());
     hub.observe(topic, state.last_seq, resume_offset);
-    cursor.map(|c| check(c, epoch, state))
+    verdict
 }
 
 #[cfg(test)]
@@ -136,5 +138,19 @@ mod tests {
         let s = EPHEMERAL_SPAN;
         let (verdict, next) = resume_then_position(at(5 * s + 41)).await;
         assert_eq!((verdict, next), (Some(Ok(5 * s + 41)), 5 * s + 42));
+    }
+
+    /// Found by `fuzz/fuzz_targets/cursor.rs`: a same-epoch cursor at the head but
+    /// deep in the ephemeral range was refused, yet still raised the hub's counter
+    /// to itself, so the topic's positions ran out of offsets (all of them, for
+    /// `head + EPHEMERAL_SPAN - 1`) until its next durable event.
+    #[tokio::test]
+    async fn a_refused_cursor_leaves_the_hubs_counter_alone() {
+        let s = EPHEMERAL_SPAN;
+        for offset in [5 * s + 999_967_232, 5 * s + s - 1] {
+            let (verdict, next) = resume_then_position(at(offset)).await;
+            assert_eq!(verdict.unwrap().unwrap_err().reason, Reason::CursorAhead);
+            assert_eq!(next, 5 * s + 1, "after cursor {offset}");
+        }
     }
 }

@@ -227,6 +227,11 @@ fn cursor() {
             ),
         ),
         ("empty-log", request(0, 0, &[("admins", 7, 0)])),
+        // What the cursor target found: refused, yet it used up the hub's offsets.
+        (
+            "found-refused-cursor-deep-at-head",
+            request(5, 0, &[("admins", 7, 5 * s + 999_967_232)]),
+        ),
     ];
     for (name, bytes) in seeds {
         write("cursor", name, bytes);

@@ -340,6 +340,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refused_cursor_does_not_stop_the_positions_of_its_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = core(&dir.path().join("logi.db"), 16);
+        register(&core, 1).await;
+        let deep = pb::Cursor {
+            epoch: core.store.epoch(),
+            offset: EPHEMERAL_SPAN + EPHEMERAL_SPAN - 1,
+        };
+        let mut stream = subscribe(&core, Some(deep)).await;
+        let resync = stream.next().await.unwrap().unwrap();
+        assert!(
+            matches!(resync.kind, Some(Kind::ResyncRequired(ref r)) if r.reason == pb::resync_required::Reason::CursorAhead as i32),
+            "{resync:?}"
+        );
+        let kind = Kind::DriverLocation(pb::DriverLocationChanged::default());
+        assert!(
+            core.hub
+                .publish_ephemeral("admins", kind, SystemTime::now())
+        );
+        let position = stream.next().await.unwrap().unwrap();
+        assert_eq!(position.cursor.unwrap().offset, EPHEMERAL_SPAN + 1);
+    }
+
+    #[tokio::test]
     async fn a_client_that_goes_away_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
         let core = core(&dir.path().join("logi.db"), 16);
