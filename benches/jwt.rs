@@ -9,9 +9,10 @@ use logi::auth::{Role, Signer, Verifier};
 fn verify(c: &mut Criterion) {
     let secret = b"bench-secret-bench-secret-bench-secret";
     let token = Signer::hs256(secret)
+        .unwrap()
         .mint("12", Role::User, Duration::from_secs(3600))
         .unwrap();
-    let hs256 = Verifier::hs256(secret);
+    let hs256 = Verifier::hs256(secret).unwrap();
     c.bench_function("jwt verify HS256", |b| {
         b.iter(|| hs256.verify(black_box(&token)).unwrap())
     });

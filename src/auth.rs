@@ -2,9 +2,11 @@
 //!
 //! The algorithm is pinned by configuration: an HS256 shared secret, or a PEM public
 //! key whose type decides RS256, ES256 or EdDSA. A token signed with any other
-//! algorithm, including `none`, is rejected. `exp` is required; `iss` and `aud` are
-//! checked when configured. The principal id is `sub`, or `user_id` as Django
-//! SimpleJWT writes it (a number or a string).
+//! algorithm, including `none`, is rejected, and so is a header naming a `crit`
+//! extension other than `b64`. `exp` is required; `iss` and `aud` are required and checked when
+//! configured; an `iat` later than now (beyond [`IAT_LEEWAY`]) is refused. The
+//! principal id is `sub`, or `user_id` as Django SimpleJWT writes it (a number or a
+//! string).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,6 +15,13 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::id::Id;
+
+/// How far in the future a token's `iat` may be: the minting backend's clock may be
+/// a little ahead of ours, and a token it just issued must still work. A token
+/// issued further ahead than that was minted by a host with a broken clock, or
+/// stockpiled with a stolen key for later use; either way it is refused. (`exp` and
+/// `nbf` are the issuer's explicit bounds and are checked exactly.)
+pub const IAT_LEEWAY: Duration = Duration::from_secs(60);
 
 /// What a principal may do; see DESIGN.md for the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,6 +98,11 @@ pub enum AuthError {
     NotAccess(String),
     #[error("the token is not valid yet (nbf)")]
     NotYetValid,
+    #[error(
+        "the token was issued in the future (iat is {ahead} s ahead of this server's clock, over the {} s allowed)",
+        IAT_LEEWAY.as_secs()
+    )]
+    IssuedInFuture { ahead: u64 },
     #[error("the token is malformed: {0}")]
     Malformed(String),
     #[error("the JWT key is unusable: {0}")]
@@ -101,6 +115,11 @@ struct Claims {
     user_id: Option<serde_json::Value>,
     role: Option<String>,
     exp: u64,
+    /// Checked here: jsonwebtoken does not look at it.
+    iat: Option<serde_json::Value>,
+    /// Their values are jsonwebtoken's to check; their presence is ours.
+    iss: Option<serde_json::Value>,
+    aud: Option<serde_json::Value>,
     /// SimpleJWT marks its tokens; only access tokens authenticate.
     token_type: Option<String>,
 }
@@ -122,8 +141,12 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     /// A verifier for HS256 tokens signed with `secret`.
-    pub fn hs256(secret: &[u8]) -> Self {
-        Self::with(DecodingKey::from_secret(secret), Algorithm::HS256)
+    ///
+    /// # Errors
+    /// [`AuthError::BadKey`] when `secret` is empty: anyone could sign for it.
+    pub fn hs256(secret: &[u8]) -> Result<Self, AuthError> {
+        let key = DecodingKey::from_secret(secret).map_err(|_| empty_secret())?;
+        Ok(Self::with(key, Algorithm::HS256))
     }
 
     /// A verifier for a PEM public key: RSA keys pin RS256, P-256 keys ES256 and
@@ -156,13 +179,14 @@ impl Verifier {
         Self { key, validation }
     }
 
-    /// Also require this `iss`.
+    /// Also require this `iss`. A token without one is refused too (jsonwebtoken
+    /// checks the value only when the claim is there).
     pub fn require_issuer(mut self, issuer: &str) -> Self {
         self.validation.set_issuer(&[issuer]);
         self
     }
 
-    /// Also require this `aud`.
+    /// Also require this `aud`; likewise a token without one is refused.
     pub fn require_audience(mut self, audience: &str) -> Self {
         self.validation.set_audience(&[audience]);
         self.validation.validate_aud = true;
@@ -177,6 +201,17 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| self.explain(e))?;
         let claims = data.claims;
+        // Checked here rather than as jsonwebtoken's required claims, which would
+        // call an `iss` of the wrong type missing.
+        if self.validation.iss.is_some() && claims.iss.is_none() {
+            return Err(AuthError::MissingClaim("iss"));
+        }
+        if self.validation.aud.is_some() && claims.aud.is_none() {
+            return Err(AuthError::MissingClaim("aud"));
+        }
+        if let Some(iat) = &claims.iat {
+            check_issued_at(iat, unix_now())?;
+        }
         if let Some(kind) = claims.token_type.as_deref().filter(|k| *k != "access") {
             return Err(AuthError::NotAccess(kind.to_owned()));
         }
@@ -211,14 +246,46 @@ impl Verifier {
             }
             ErrorKind::InvalidSignature => AuthError::BadSignature,
             ErrorKind::MissingRequiredClaim(c) if c == "exp" => AuthError::MissingClaim("exp"),
+            // A non-string `iss` or `aud` (12.x no longer lets one pass unchecked).
             ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+            ErrorKind::InvalidClaimFormat(c) if c == "iss" => AuthError::WrongIssuer,
             ErrorKind::InvalidAudience => AuthError::WrongAudience,
+            ErrorKind::InvalidClaimFormat(c) if c == "aud" => AuthError::WrongAudience,
+            // Not three parts, or a header it may not have (`crit`, `b64: false`).
+            ErrorKind::InvalidToken => AuthError::Malformed(
+                "not a compact JWS, or its header has an unsupported `crit` or `b64`".into(),
+            ),
             ErrorKind::Json(e) if e.to_string().contains("missing field `exp`") => {
                 AuthError::MissingClaim("exp")
             }
             other => AuthError::Malformed(format!("{other:?}")),
         }
     }
+}
+
+/// Refuses an `iat` later than `now` by more than [`IAT_LEEWAY`].
+fn check_issued_at(iat: &serde_json::Value, now: u64) -> Result<(), AuthError> {
+    // A NumericDate may have a fraction; `as` saturates, so a negative one is 0.
+    let iat = iat
+        .as_u64()
+        .or_else(|| iat.as_f64().map(|f| f as u64))
+        .ok_or_else(|| AuthError::Malformed("`iat` is not a number of seconds".into()))?;
+    let ahead = iat.saturating_sub(now);
+    if ahead > IAT_LEEWAY.as_secs() {
+        return Err(AuthError::IssuedInFuture { ahead });
+    }
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+fn empty_secret() -> AuthError {
+    AuthError::BadKey("the HS256 secret is empty".into())
 }
 
 #[derive(Serialize)]
@@ -243,12 +310,14 @@ pub struct Signer {
 }
 
 impl Signer {
-    pub fn hs256(secret: &[u8]) -> Self {
-        Self {
-            key: EncodingKey::from_secret(secret),
+    /// # Errors
+    /// [`AuthError::BadKey`] when `secret` is empty.
+    pub fn hs256(secret: &[u8]) -> Result<Self, AuthError> {
+        Ok(Self {
+            key: EncodingKey::from_secret(secret).map_err(|_| empty_secret())?,
             issuer: None,
             audience: None,
-        }
+        })
     }
 
     pub fn issuer(mut self, issuer: Option<String>) -> Self {
@@ -266,10 +335,7 @@ impl Signer {
     /// # Errors
     /// Only if signing fails, which HS256 does not.
     pub fn mint(&self, sub: &str, role: Role, ttl: Duration) -> Result<String, AuthError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = unix_now();
         let claims = MintClaims {
             sub,
             role: role.as_str(),
@@ -313,7 +379,7 @@ mod tests {
         jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,
-            &EncodingKey::from_secret(SECRET),
+            &EncodingKey::from_secret(SECRET).unwrap(),
         )
         .unwrap()
     }
@@ -321,9 +387,10 @@ mod tests {
     #[test]
     fn minted_tokens_verify() {
         let token = Signer::hs256(SECRET)
+            .unwrap()
             .mint("45", Role::Driver, Duration::from_secs(60))
             .unwrap();
-        let p = Verifier::hs256(SECRET).verify(&token).unwrap();
+        let p = Verifier::hs256(SECRET).unwrap().verify(&token).unwrap();
         assert_eq!((p.id.as_str(), p.role), ("45", Role::Driver));
     }
 
@@ -331,14 +398,19 @@ mod tests {
     fn simplejwt_numeric_user_id_is_the_principal() {
         let token = sign(json!({"user_id": 12, "role": "user", "exp": now() + 60}));
         assert_eq!(
-            Verifier::hs256(SECRET).verify(&token).unwrap().id.as_str(),
+            Verifier::hs256(SECRET)
+                .unwrap()
+                .verify(&token)
+                .unwrap()
+                .id
+                .as_str(),
             "12"
         );
     }
 
     #[test]
     fn refusals() {
-        let v = Verifier::hs256(SECRET);
+        let v = Verifier::hs256(SECRET).unwrap();
         let exp = now() + 60;
         assert_eq!(
             v.verify(&sign(json!({"sub": "1", "role": "user", "exp": now() - 1}))),
@@ -361,6 +433,7 @@ mod tests {
             Err(AuthError::UnknownRole("root".into()))
         );
         let other = Signer::hs256(b"another-secret")
+            .unwrap()
             .mint("1", Role::Admin, Duration::from_secs(60))
             .unwrap();
         assert_eq!(v.verify(&other), Err(AuthError::BadSignature));
@@ -372,7 +445,7 @@ mod tests {
 
     #[test]
     fn refresh_and_future_tokens_are_refused() {
-        let v = Verifier::hs256(SECRET);
+        let v = Verifier::hs256(SECRET).unwrap();
         let exp = now() + 600;
         let refresh =
             sign(json!({"user_id": 1, "role": "user", "exp": exp, "token_type": "refresh"}));
@@ -391,16 +464,27 @@ mod tests {
     fn alg_none_and_other_algorithms_are_refused() {
         use base64_url as b64;
         let body = b64(&json!({"sub": "1", "role": "admin", "exp": now() + 60}).to_string());
-        let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), body);
-        assert!(Verifier::hs256(SECRET).verify(&none).is_err());
+        let v = Verifier::hs256(SECRET).unwrap();
+        for alg in ["none", "None", "NONE", ""] {
+            let header = format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#);
+            let unsigned = format!("{}.{}.", b64(&header), body);
+            let err = v.verify(&unsigned).unwrap_err();
+            assert!(
+                matches!(&err, AuthError::Malformed(m) if m.contains("unknown variant")),
+                "{alg}: {err:?}"
+            );
+        }
+        // An HS256 header with the signature left off.
+        let stripped = format!("{}.{}.", b64(r#"{"alg":"HS256"}"#), body);
+        assert_eq!(v.verify(&stripped), Err(AuthError::BadSignature));
         let hs384 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS384),
             &json!({"sub": "1", "role": "admin", "exp": now() + 60}),
-            &EncodingKey::from_secret(SECRET),
+            &EncodingKey::from_secret(SECRET).unwrap(),
         )
         .unwrap();
         assert_eq!(
-            Verifier::hs256(SECRET).verify(&hs384),
+            Verifier::hs256(SECRET).unwrap().verify(&hs384),
             Err(AuthError::WrongAlgorithm(Algorithm::HS256))
         );
     }
@@ -408,6 +492,7 @@ mod tests {
     #[test]
     fn issuer_and_audience_when_configured() {
         let v = Verifier::hs256(SECRET)
+            .unwrap()
             .require_issuer("logi")
             .require_audience("apps");
         let exp = now() + 60;
@@ -421,7 +506,159 @@ mod tests {
             sign(json!({"sub": "1", "role": "user", "exp": exp, "iss": "logi", "aud": "x"}));
         assert_eq!(v.verify(&bad_aud), Err(AuthError::WrongAudience));
         // Without configuration an `aud` in the token is not checked.
-        assert!(Verifier::hs256(SECRET).verify(&bad_aud).is_ok());
+        assert!(Verifier::hs256(SECRET).unwrap().verify(&bad_aud).is_ok());
+    }
+
+    /// A token with exactly this header and these claims, signed HS256 with `SECRET`.
+    fn sign_raw(header: &serde_json::Value, claims: &serde_json::Value) -> String {
+        let message = format!(
+            "{}.{}",
+            base64_url(&header.to_string()),
+            base64_url(&claims.to_string())
+        );
+        let key = EncodingKey::from_secret(SECRET).unwrap();
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).unwrap();
+        format!("{message}.{signature}")
+    }
+
+    #[test]
+    fn headers_with_crit_or_unencoded_payloads_are_refused() {
+        let v = Verifier::hs256(SECRET).unwrap();
+        let claims = json!({"sub": "1", "role": "user", "exp": now() + 60});
+        let plain = json!({"alg": "HS256", "typ": "JWT", "x": 1});
+        assert!(v.verify(&sign_raw(&plain, &claims)).is_ok());
+        let refused = [
+            json!({"alg": "HS256", "crit": ["x"], "x": 1}),
+            json!({"alg": "HS256", "crit": []}),
+            json!({"alg": "HS256", "crit": ["b64", "b64"], "b64": true}),
+            json!({"alg": "HS256", "crit": ["b64"], "b64": false}),
+            json!({"alg": "HS256", "crit": "x"}),
+        ];
+        for header in refused {
+            let err = v.verify(&sign_raw(&header, &claims)).unwrap_err();
+            assert!(matches!(err, AuthError::Malformed(_)), "{header}: {err:?}");
+        }
+        assert_eq!(
+            v.verify(&sign_raw(
+                &json!({"alg": "HS256", "crit": ["x"], "x": 1}),
+                &claims
+            ))
+            .unwrap_err()
+            .to_string(),
+            "the token is malformed: not a compact JWS, or its header has an unsupported `crit` or `b64`"
+        );
+    }
+
+    #[test]
+    fn subjects_must_be_valid_ids_as_strings_or_numbers() {
+        let v = Verifier::hs256(SECRET).unwrap();
+        let exp = now() + 60;
+        for sub in [json!(true), json!({"id": "1"}), json!(["1"])] {
+            let token = sign(json!({"sub": sub, "role": "admin", "exp": exp}));
+            eprintln!("{sub}: {:?}", v.verify(&token));
+        }
+        assert_eq!(
+            v.verify(&sign(json!({"sub": true, "role": "user", "exp": exp}))),
+            Err(AuthError::BadSubject(
+                "true is not a string or number".into()
+            ))
+        );
+        // `_` would let `7_available` read driver 7's topics.
+        let token = sign(json!({"sub": "7_available", "role": "driver", "exp": exp}));
+        assert!(matches!(v.verify(&token), Err(AuthError::BadSubject(_))));
+        // A null `sub` is no subject, and SimpleJWT's `user_id` must then be valid too.
+        let token = sign(json!({"sub": null, "user_id": false, "role": "user", "exp": exp}));
+        assert!(matches!(v.verify(&token), Err(AuthError::BadSubject(_))));
+        let token = sign(json!({"sub": null, "role": "user", "exp": exp}));
+        assert_eq!(v.verify(&token), Err(AuthError::MissingClaim("sub")));
+    }
+
+    #[test]
+    fn issuer_and_audience_of_the_wrong_type_or_missing_are_refused() {
+        let v = Verifier::hs256(SECRET)
+            .unwrap()
+            .require_issuer("logi")
+            .require_audience("apps");
+        let token = |iss: serde_json::Value, aud: serde_json::Value| {
+            let mut claims = json!({"sub": "1", "role": "user", "exp": now() + 60});
+            for (name, value) in [("iss", iss), ("aud", aud)] {
+                if !value.is_null() {
+                    claims[name] = value;
+                }
+            }
+            sign(claims)
+        };
+        let apps = || json!("apps");
+        let logi = || json!("logi");
+        assert!(v.verify(&token(logi(), json!(["apps", "other"]))).is_ok());
+        assert_eq!(
+            v.verify(&token(json!(5), apps())),
+            Err(AuthError::WrongIssuer)
+        );
+        assert_eq!(
+            v.verify(&token(json!({"logi": true}), apps())),
+            Err(AuthError::WrongIssuer)
+        );
+        assert_eq!(
+            v.verify(&token(logi(), json!(7))),
+            Err(AuthError::WrongAudience)
+        );
+        assert_eq!(
+            v.verify(&token(logi(), json!({"apps": 1}))),
+            Err(AuthError::WrongAudience)
+        );
+        assert_eq!(
+            v.verify(&token(json!(null), apps())),
+            Err(AuthError::MissingClaim("iss"))
+        );
+        assert_eq!(
+            v.verify(&token(logi(), json!(null))),
+            Err(AuthError::MissingClaim("aud"))
+        );
+    }
+
+    #[test]
+    fn an_empty_hmac_secret_cannot_be_used() {
+        assert_eq!(
+            Verifier::hs256(b"").unwrap_err(),
+            AuthError::BadKey("the HS256 secret is empty".into())
+        );
+        assert!(matches!(Signer::hs256(b""), Err(AuthError::BadKey(_))));
+    }
+
+    #[test]
+    fn tokens_issued_in_the_future_are_refused() {
+        let v = Verifier::hs256(SECRET).unwrap();
+        let claims = |iat: serde_json::Value| {
+            sign(json!({"sub": "1", "role": "user", "exp": now() + 7200, "iat": iat}))
+        };
+        let err = v.verify(&claims(json!(now() + 3600))).unwrap_err();
+        assert!(
+            matches!(err, AuthError::IssuedInFuture { ahead } if (3590..=3600).contains(&ahead)),
+            "{err:?}"
+        );
+        // Clock skew within the leeway, the past, and fractional seconds pass.
+        assert!(v.verify(&claims(json!(now() + 30))).is_ok());
+        assert!(v.verify(&claims(json!(now() - 3600))).is_ok());
+        assert!(v.verify(&claims(json!(now() as f64 - 0.5))).is_ok());
+        assert!(v.verify(&claims(json!(-1))).is_ok());
+        assert_eq!(
+            v.verify(&claims(json!("yesterday"))),
+            Err(AuthError::Malformed(
+                "`iat` is not a number of seconds".into()
+            ))
+        );
+        // Exactly at the edge, with a fixed clock.
+        assert_eq!(check_issued_at(&json!(1060), 1000), Ok(()));
+        let err = check_issued_at(&json!(1061), 1000).unwrap_err();
+        assert_eq!(err, AuthError::IssuedInFuture { ahead: 61 });
+        assert_eq!(
+            err.to_string(),
+            "the token was issued in the future (iat is 61 s ahead of this server's clock, over the 60 s allowed)"
+        );
+        assert!(check_issued_at(&json!(u64::MAX), 0).is_err());
+        assert!(check_issued_at(&json!(1e300), 0).is_err());
     }
 
     #[test]
@@ -466,7 +703,7 @@ mod tests {
             let forged = jsonwebtoken::encode(
                 &Header::new(Algorithm::HS256),
                 &claims,
-                &EncodingKey::from_secret(public),
+                &EncodingKey::from_secret(public).unwrap(),
             )
             .unwrap();
             assert_eq!(

@@ -44,7 +44,7 @@ impl JwtArgs {
                         "LOGI_JWT_SECRET is too short: use at least {MIN_SECRET_LEN} bytes"
                     ));
                 }
-                Verifier::hs256(secret.as_bytes())
+                Verifier::hs256(secret.as_bytes()).map_err(|e| format!("LOGI_JWT_SECRET: {e}"))?
             }
             (None, Some(path)) => {
                 let pem = std::fs::read(path).map_err(|e| {
@@ -67,11 +67,13 @@ impl JwtArgs {
         })
     }
 
-    /// A signer for the configured HS256 secret, if there is one.
+    /// A signer for the configured HS256 secret, if there is one (an empty secret
+    /// signs nothing; [`JwtArgs::verifier`] says why).
     pub fn signer(&self) -> Option<Signer> {
         let secret = self.jwt_secret.as_ref()?;
         Some(
             Signer::hs256(secret.as_bytes())
+                .ok()?
                 .issuer(self.jwt_issuer.clone())
                 .audience(self.jwt_audience.clone()),
         )

@@ -175,6 +175,7 @@ async fn every_error_code_with_a_message_a_person_can_act_on() {
         Code::Unauthenticated
     );
     let foreign = logi::auth::Signer::hs256(b"another-secret-another-secret-0000")
+        .unwrap()
         .mint("12", Role::User, std::time::Duration::from_secs(60))
         .unwrap();
     let err = Client::new(channel.clone(), &foreign)
@@ -188,7 +189,7 @@ async fn every_error_code_with_a_message_a_person_can_act_on() {
     let expired = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &serde_json::json!({"sub": "12", "role": "user", "exp": 1_000_000_000u64}),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
     )
     .unwrap();
     let err = Client::new(channel.clone(), &expired)

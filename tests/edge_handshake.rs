@@ -23,7 +23,7 @@ fn signed(alg: Algorithm, secret: &str, claims: serde_json::Value) -> String {
     jsonwebtoken::encode(
         &Header::new(alg),
         &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
+        &EncodingKey::from_secret(secret.as_bytes()).unwrap(),
     )
     .unwrap()
 }

@@ -51,6 +51,7 @@ async fn public_key_mode_end_to_end() {
 
     // An HS256 token, whatever its secret, is not accepted when the key is pinned.
     let hs = logi::auth::Signer::hs256(SECRET.as_bytes())
+        .unwrap()
         .mint("12", logi::auth::Role::User, Duration::from_secs(60))
         .unwrap();
     assert_eq!(

@@ -102,6 +102,7 @@ async fn a_token_that_expires_while_connected_closes_with_4001() {
     let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
     let edge = spawn_edge(core.addr, &[]).await;
     let short = Signer::hs256(SECRET.as_bytes())
+        .unwrap()
         .mint("12", Role::User, Duration::from_secs(2))
         .unwrap();
     let mut rider = edge.connect("/ws", &short).await;

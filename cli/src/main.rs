@@ -109,7 +109,7 @@ fn token(t: Token) -> anyhow::Result<()> {
         Some(s) => s,
         None => secret::read(&t.data_dir)?,
     };
-    let signer = Signer::hs256(secret.as_bytes())
+    let signer = Signer::hs256(secret.as_bytes())?
         .issuer(t.jwt_issuer)
         .audience(t.jwt_audience);
     println!("{}", signer.mint(&t.sub, role, t.ttl)?);
@@ -149,7 +149,7 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
     let edge_listener = tokio::net::TcpListener::bind(up.ws_addr)
         .await
         .with_context(|| format!("cannot listen on {} (LOGI_WS_ADDR)", up.ws_addr))?;
-    let signer = Signer::hs256(secret.as_bytes());
+    let signer = Signer::hs256(secret.as_bytes())?;
     let grpc = core_listener.local_addr()?.to_string();
     let ws = edge_listener.local_addr()?.to_string();
     print_banner(&grpc, &ws, &signer, up.token_ttl)?;

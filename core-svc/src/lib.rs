@@ -18,6 +18,7 @@
 //! - [`liveness`]: drivers who go silent leave dispatch; positions are saved behind.
 //! - [`fanout`]: which topics each change is told to, and with what event.
 //! - [`hub`]: live fan-out of events to subscribers, with bounded queues.
+//! - [`cursor`]: whether a subscriber's resume cursor can be honoured.
 //! - [`live`]: the commit sink feeding the hub and the registry.
 //! - [`store`]: the storage interface and its SQLite implementation.
 //! - [`api`]: the tonic services; converts requests to domain types and checks roles.
@@ -45,6 +46,7 @@
 
 pub mod api;
 pub mod config;
+pub mod cursor;
 pub mod dispatch;
 pub mod drivers;
 pub mod error;

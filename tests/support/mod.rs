@@ -24,6 +24,7 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 
 pub fn token(role: Role, sub: &str) -> String {
     Signer::hs256(SECRET.as_bytes())
+        .unwrap()
         .mint(sub, role, Duration::from_secs(3600))
         .unwrap()
 }

@@ -73,13 +73,14 @@ mod tests {
 
     fn token(role: Role) -> String {
         Signer::hs256(SECRET)
+            .unwrap()
             .mint("45", role, Duration::from_secs(60))
             .unwrap()
     }
 
     #[test]
     fn path_then_token_then_role() {
-        let v = Verifier::hs256(SECRET);
+        let v = Verifier::hs256(SECRET).unwrap();
         let status = |r: Result<(Route, Principal), Rejection>| r.unwrap_err().status;
         assert_eq!(status(check("/nope", None, &v)), StatusCode::NOT_FOUND);
         assert_eq!(status(check("/ws", None, &v)), StatusCode::UNAUTHORIZED);
@@ -106,8 +107,30 @@ mod tests {
     }
 
     #[test]
+    fn a_token_issued_in_the_future_is_401() {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header};
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = serde_json::json!({
+            "sub": "45", "role": "driver", "exp": now + 7200, "iat": now + 3600,
+        });
+        let key = EncodingKey::from_secret(SECRET).unwrap();
+        let later = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+        let err = check("/ws", Some(&later), &Verifier::hs256(SECRET).unwrap()).unwrap_err();
+        assert_eq!(err.status, StatusCode::UNAUTHORIZED);
+        assert!(
+            err.message
+                .starts_with("the token was issued in the future (iat is "),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
     fn the_token_never_appears_in_a_message() {
-        let v = Verifier::hs256(b"another-secret-another-secret-00");
+        let v = Verifier::hs256(b"another-secret-another-secret-00").unwrap();
         let t = token(Role::User);
         let err = check("/ws", Some(&t), &v).unwrap_err();
         assert!(!err.message.contains(&t));

@@ -403,7 +403,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_service_token_is_minted_once_not_per_call() {
-        let signer = Signer::hs256(b"0123456789abcdef0123456789abcdef");
+        let signer = Signer::hs256(b"0123456789abcdef0123456789abcdef").unwrap();
         let minted = Upstream::new(
             "http://127.0.0.1:1",
             Credential::Mint(signer),

@@ -72,7 +72,7 @@ pub fn path_and_query(signer: &Signer, n: usize) -> String {
 /// When `LOGI_JWT_SECRET` is missing or stdout is gone.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let secret = std::env::var("LOGI_JWT_SECRET").context("LOGI_JWT_SECRET is not set")?;
-    let signer = Signer::hs256(secret.as_bytes());
+    let signer = Signer::hs256(secret.as_bytes())?;
     let ends = Ends::default();
     // Each client is read from the moment it is connected: connecting the rest
     // takes long enough for the edge's pings to go unanswered otherwise.

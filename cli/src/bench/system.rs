@@ -167,7 +167,7 @@ impl System {
             _dir: dir,
             core,
             edges: started,
-            signer: Signer::hs256(secret.as_bytes()),
+            signer: Signer::hs256(secret.as_bytes())?,
             secret,
         })
     }

@@ -6,7 +6,7 @@
 //!
 //! Each topic starts in one of three ways, decided before the answer: at its head
 //! (no cursor: a StreamHead or a Snapshot marks where), by replay (a cursor that
-//! [`check_cursor`] accepts), or with a ResyncRequired at its head (a cursor it
+//! [`cursor::check`] accepts), or with a ResyncRequired at its head (a cursor it
 //! refuses), followed by a Snapshot when asked. Every topic's marker is sent first,
 //! then the replays.
 
@@ -24,6 +24,7 @@ use logi::topic::Topic;
 use tonic::{Request, Response, Status};
 
 use super::{Core, principal};
+use crate::cursor::{self, Refusal};
 use crate::error::Error;
 use crate::hub::{self, EPHEMERAL_SPAN, Next, Subscription};
 use crate::model::timestamp;
@@ -40,44 +41,6 @@ const REPLAY_PAGE: usize = 256;
 pub struct EventApi(pub Arc<Core>);
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
-
-/// Why a resume cursor cannot be honoured, as ResyncRequired says it.
-pub type Refusal = (Reason, String);
-
-/// Whether a stream may resume after `cursor` in a topic whose history is `state`,
-/// in the event log of `epoch`: same epoch, not past the last durable event nor so
-/// far into the ephemeral range that raising the counter past it would leave no
-/// offsets for further positions, and not before what retention removed.
-///
-/// # Errors
-/// The [`Refusal`] to send in a ResyncRequired.
-pub fn check_cursor(cursor: &pb::Cursor, epoch: u64, state: &TopicState) -> Result<(), Refusal> {
-    let (seq, ephemeral) = hub::split(cursor.offset);
-    if cursor.epoch != epoch {
-        Err((
-            Reason::EpochChanged,
-            format!(
-                "cursor epoch {} is not this event log's epoch {epoch}",
-                cursor.epoch
-            ),
-        ))
-    } else if seq > state.last_seq || ephemeral >= EPHEMERAL_SPAN / 2 {
-        Err((
-            Reason::CursorAhead,
-            format!(
-                "cursor offset {} is past the last event written",
-                cursor.offset
-            ),
-        ))
-    } else if seq < state.pruned_seq {
-        Err((
-            Reason::HistoryTruncated,
-            "events after the cursor were removed by retention".to_owned(),
-        ))
-    } else {
-        Ok(())
-    }
-}
 
 /// How one topic of a subscription starts.
 enum Start {
@@ -197,29 +160,22 @@ impl EventService for EventApi {
         let epoch = self.0.store.epoch();
         let mut starts = Vec::with_capacity(topics.len());
         for (name, topic) in topics {
-            let cursor = r.resume.get(&name);
+            let cursor = r.resume.get(&name).copied();
             let (mut state, mut snapshot) = self
                 .0
                 .topic_read(&topic, r.snapshots && cursor.is_none())
                 .await?;
-            let start = match cursor {
+            let start = match cursor::resume(&self.0.hub, &name, epoch, state, cursor) {
                 None => Start::Head,
-                Some(c) => match check_cursor(c, epoch, &state) {
-                    Ok(()) => Start::Replay(c.offset),
-                    Err(refusal) => {
-                        if r.snapshots {
-                            (state, snapshot) = self.0.topic_read(&topic, true).await?;
-                        }
-                        Start::Resync(refusal)
+                Some(Ok(offset)) => Start::Replay(offset),
+                Some(Err(refusal)) => {
+                    if r.snapshots {
+                        (state, snapshot) = self.0.topic_read(&topic, true).await?;
+                        self.0.hub.observe(&name, state.last_seq, None);
                     }
-                },
+                    Start::Resync(refusal)
+                }
             };
-            // Only a cursor that was accepted may raise the ephemeral counter.
-            let resumed = match start {
-                Start::Replay(offset) => Some(offset),
-                _ => None,
-            };
-            self.0.hub.observe(&name, state.last_seq, resumed);
             starts.push(TopicStart {
                 name,
                 topic,
@@ -279,13 +235,13 @@ fn resync_at(
     topic: &str,
     epoch: u64,
     head: u64,
-    (reason, detail): Refusal,
+    refusal: Refusal,
     snapshot: Option<pb::Snapshot>,
 ) -> impl Iterator<Item = pb::Event> {
     let offset = head * EPHEMERAL_SPAN;
     let resync = Kind::ResyncRequired(pb::ResyncRequired {
-        reason: reason as i32,
-        detail,
+        reason: refusal.reason as i32,
+        detail: refusal.detail,
     });
     std::iter::once(marker(topic, epoch, offset, resync))
         .chain(snapshot.map(|s| marker(topic, epoch, offset, Kind::Snapshot(s))))
@@ -377,10 +333,10 @@ fn events(
                         return;
                     }
                 };
-                let refusal = (
-                    Reason::HistoryTruncated,
-                    format!("events after number {after} were removed by retention while being replayed"),
-                );
+                let refusal = Refusal {
+                    reason: Reason::HistoryTruncated,
+                    detail: format!("events after number {after} were removed by retention while being replayed"),
+                };
                 delivered.insert(name.clone(), state.last_seq * EPHEMERAL_SPAN);
                 for event in resync_at(&name, epoch, state.last_seq, refusal, snapshot) {
                     yield Ok(event);
