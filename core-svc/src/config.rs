@@ -68,6 +68,11 @@ pub struct Config {
     #[arg(long, env = "LOGI_DRIVER_STALE_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
     pub driver_stale_after: Duration,
 
+    /// Events an edge's attachment may have waiting (queued or held while topics
+    /// start) before it is cut off with RESOURCE_EXHAUSTED and attaches again.
+    #[arg(long, env = "LOGI_ATTACHMENT_QUEUE", default_value_t = 65_536)]
+    pub attachment_queue: usize,
+
     /// Subscribe streams one principal may hold open at once (`service` callers,
     /// the edges, are not counted); one more is answered RESOURCE_EXHAUSTED.
     #[arg(long, env = "LOGI_MAX_STREAMS_PER_PRINCIPAL", default_value_t = 16)]
@@ -120,6 +125,9 @@ impl Config {
                 "LOGI_MAX_STREAMS_PER_PRINCIPAL and LOGI_MAX_CONCURRENT_STREAMS must be at least 1"
                     .into(),
             );
+        }
+        if self.attachment_queue == 0 {
+            return Err("LOGI_ATTACHMENT_QUEUE must be at least 1".into());
         }
         if self.driver_stale_after.is_zero() {
             return Err("LOGI_DRIVER_STALE_AFTER must be more than 0".into());

@@ -12,7 +12,7 @@
 //! the ephemeral offset is `head * EPHEMERAL_SPAN + counter`. A resume cursor raises
 //! the counter past itself, so offsets keep increasing across core-svc restarts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -177,9 +177,36 @@ impl Hub {
         Ok(Subscription {
             hub: self.clone(),
             id,
-            topics,
+            topics: topics.into_iter().collect(),
             rx,
             lagged,
+            tx: None,
+        })
+    }
+
+    /// Registers an attachment: a subscriber with a queue of `capacity` events whose
+    /// topics come and go ([`Subscription::watch`], [`Subscription::unwatch`]). Its
+    /// stream does not end when the hub closes: its owner watches for shutdown.
+    ///
+    /// # Errors
+    /// [`Closed`] once the hub is shutting down.
+    pub fn attach(self: &Arc<Self>, capacity: usize) -> Result<Subscription, Closed> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let id = {
+            let mut inner = self.lock();
+            if inner.closed {
+                return Err(Closed);
+            }
+            inner.next_id += 1;
+            inner.next_id
+        };
+        Ok(Subscription {
+            hub: self.clone(),
+            id,
+            topics: HashSet::new(),
+            rx,
+            lagged: Arc::new(AtomicBool::new(false)),
+            tx: Some(tx),
         })
     }
 
@@ -198,6 +225,17 @@ impl Hub {
             && Some(seq) == entry.head
         {
             entry.ephemeral = entry.ephemeral.max(eph);
+        }
+    }
+
+    /// Takes subscriber `id` off `topic`; a topic left with nobody leaves no entry.
+    fn forget(&self, id: u64, topic: &str) {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.topics.get_mut(topic) {
+            entry.subs.retain(|s| s.id != id);
+            if entry.subs.is_empty() {
+                inner.topics.remove(topic);
+            }
         }
     }
 
@@ -233,12 +271,65 @@ pub enum Next {
 pub struct Subscription {
     hub: Arc<Hub>,
     id: u64,
-    topics: Vec<String>,
+    topics: HashSet<String>,
     rx: mpsc::Receiver<Arc<pb::Event>>,
     lagged: Arc<AtomicBool>,
+    /// An attachment's own sender, to register topics it watches later.
+    tx: Option<mpsc::Sender<Arc<pb::Event>>>,
 }
 
 impl Subscription {
+    /// Starts queuing `topic`'s events too (an attachment only; a no-op if already).
+    /// Register BEFORE reading the topic's history, as for [`Hub::subscribe`].
+    ///
+    /// # Errors
+    /// [`Closed`] once the hub is shutting down.
+    pub fn watch(&mut self, topic: &str) -> Result<(), Closed> {
+        let Some(tx) = &self.tx else { return Ok(()) };
+        if self.topics.contains(topic) {
+            return Ok(());
+        }
+        let mut inner = self.hub.lock();
+        if inner.closed {
+            return Err(Closed);
+        }
+        let sub = Sub {
+            id: self.id,
+            tx: tx.clone(),
+            lagged: self.lagged.clone(),
+        };
+        inner
+            .topics
+            .entry(topic.to_owned())
+            .or_default()
+            .subs
+            .push(sub);
+        drop(inner);
+        self.topics.insert(topic.to_owned());
+        Ok(())
+    }
+
+    /// Stops queuing `topic`'s events; those already queued still come.
+    pub fn unwatch(&mut self, topic: &str) {
+        if self.topics.remove(topic) {
+            self.hub.forget(self.id, topic);
+        }
+    }
+
+    pub fn watching(&self, topic: &str) -> bool {
+        self.topics.contains(topic)
+    }
+
+    /// The next queued event if one is there now, without waiting.
+    pub fn try_next(&mut self) -> Option<Next> {
+        match self.rx.try_recv() {
+            Ok(event) => Some(Next::Event(event)),
+            Err(_) if self.lagged.load(Ordering::Relaxed) => Some(Next::Lagged),
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => Some(Next::Closed),
+        }
+    }
+
     /// The next queued event. After an overflow the events queued before it are
     /// still delivered, then [`Next::Lagged`].
     pub async fn next(&mut self) -> Next {
@@ -255,14 +346,8 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut inner = self.hub.lock();
         for topic in &self.topics {
-            if let Some(entry) = inner.topics.get_mut(topic) {
-                entry.subs.retain(|s| s.id != self.id);
-                if entry.subs.is_empty() {
-                    inner.topics.remove(topic);
-                }
-            }
+            self.hub.forget(self.id, topic);
         }
     }
 }
@@ -371,5 +456,25 @@ mod tests {
         hub.close();
         assert!(matches!(s.next().await, Next::Closed));
         assert_eq!(hub.subscribe(vec!["t".into()]).unwrap_err(), Closed);
+    }
+
+    #[tokio::test]
+    async fn an_attachment_watches_and_unwatches_topics_as_it_goes() {
+        let hub = Hub::new(1, 16);
+        let mut a = hub.attach(16).unwrap();
+        a.watch("t").unwrap();
+        a.watch("t").unwrap(); // once is enough
+        hub.publish(&[durable("t", 1), durable("u", 1)]);
+        assert_eq!(offset(&mut a).await, EPHEMERAL_SPAN);
+        a.watch("u").unwrap();
+        a.unwatch("t");
+        hub.publish(&[durable("t", 2), durable("u", 2)]);
+        assert_eq!(offset(&mut a).await, 2 * EPHEMERAL_SPAN);
+        assert!(a.rx.is_empty(), "nothing of t after unwatching it");
+        assert_eq!((hub.subscribers("t"), hub.subscribers("u")), (0, 1));
+        drop(a);
+        assert_eq!(hub.topic_count(), 0, "nothing is left behind");
+        hub.close();
+        assert!(hub.attach(4).is_err());
     }
 }

@@ -113,6 +113,7 @@ pub async fn run(
         tariffs: config.tariffs(),
         shutdown: shutdown.clone(),
         streams: logi::caps::Caps::new(config.max_streams_per_principal),
+        attachment_queue: config.attachment_queue,
     });
     let auth = api::authenticator(verifier);
     let (health, health_service) = tonic_health::server::health_reporter();

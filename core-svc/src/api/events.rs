@@ -19,14 +19,16 @@ use futures::Stream;
 use logi::auth::Role;
 use logi::caps::Hold;
 use logi::id::Id;
-use logi::pb::{self, event::Kind, event_service_server::EventService, resync_required::Reason};
+use logi::pb::{self, event::Kind, event_service_server::EventService};
 use logi::topic::Topic;
 use tonic::{Request, Response, Status};
 
+use super::attach;
+use super::replay::{Replay, Stop};
 use super::{Core, principal};
 use crate::cursor::{self, Refusal};
 use crate::error::Error;
-use crate::hub::{self, EPHEMERAL_SPAN, Next, Subscription};
+use crate::hub::{EPHEMERAL_SPAN, Next, Subscription};
 use crate::model::timestamp;
 use crate::store::{TopicSnapshot, TopicState};
 
@@ -35,8 +37,6 @@ pub const MAX_TOPICS: usize = 16;
 /// The longest a stream's expiry is waited for: later ones (and `service` streams,
 /// which never expire) are treated as this, so the clock never overflows.
 const MAX_STREAM_LIFE: Duration = Duration::from_secs(365 * 24 * 3600);
-/// Durable events read from storage per query while replaying.
-const REPLAY_PAGE: usize = 256;
 
 pub struct EventApi(pub Arc<Core>);
 
@@ -79,7 +79,7 @@ fn snapshot_pb(topic: &Topic, snap: &TopicSnapshot) -> pb::Snapshot {
 
 impl Core {
     /// A topic's bounds, and its snapshot when `snapshot` is asked for.
-    async fn topic_read(
+    pub(super) async fn topic_read(
         &self,
         topic: &Topic,
         snapshot: bool,
@@ -96,6 +96,16 @@ impl Core {
 #[tonic::async_trait]
 impl EventService for EventApi {
     type SubscribeStream = EventStream;
+    type AttachStream = attach::BatchStream;
+
+    async fn attach(
+        &self,
+        req: Request<tonic::Streaming<pb::AttachRequest>>,
+    ) -> Result<Response<attach::BatchStream>, Status> {
+        let p = principal(&req)?;
+        tracing::info!(principal = %p.id, "edge attached");
+        attach::attach(self.0.clone(), p.role, req.into_inner()).map(Response::new)
+    }
 
     async fn subscribe(
         &self,
@@ -221,7 +231,7 @@ struct Options {
 }
 
 /// An event of the stream itself (not of the log) at `offset`.
-fn marker(topic: &str, epoch: u64, offset: u64, kind: Kind) -> pb::Event {
+pub(super) fn marker(topic: &str, epoch: u64, offset: u64, kind: Kind) -> pb::Event {
     pb::Event {
         topic: topic.to_owned(),
         cursor: Some(pb::Cursor { epoch, offset }),
@@ -231,7 +241,7 @@ fn marker(topic: &str, epoch: u64, offset: u64, kind: Kind) -> pb::Event {
 }
 
 /// The ResyncRequired at `head`, and the snapshot read with it, if any.
-fn resync_at(
+pub(super) fn resync_at(
     topic: &str,
     epoch: u64,
     head: u64,
@@ -291,40 +301,24 @@ fn events(
             }
         }
         for (name, topic, offset, last_seq) in replays {
-            let mut after = hub::split(offset).0;
-            // Durable sequences are contiguous, and the replay must reach the head
-            // read at subscription (later events are queued live): a page that does
-            // not start right after the last, or an end short of that head, means
-            // retention removed events while they were being replayed.
-            let gap = loop {
-                let page = match core.store.events_after(name.clone(), after, REPLAY_PAGE).await {
-                    Ok(page) => page,
-                    Err(e) => {
+            let mut replay = Replay::new(name.clone(), offset, last_seq);
+            let refusal = loop {
+                match replay.next_page(&core).await {
+                    Ok(Some(page)) => {
+                        for event in page {
+                            delivered.insert(name.clone(), event.cursor.map_or(0, |c| c.offset));
+                            yield Ok(event);
+                        }
+                    }
+                    Ok(None) => break None,
+                    Err(Stop::Gap(refusal)) => break Some(refusal),
+                    Err(Stop::Failed(e)) => {
                         yield Err(Status::from(e));
                         return;
                     }
-                };
-                let full = page.len() == REPLAY_PAGE;
-                let mut gap = None;
-                for event in page {
-                    let offset = event.cursor.map_or(0, |c| c.offset);
-                    let seq = hub::split(offset).0;
-                    if seq != after + 1 {
-                        gap = Some(seq);
-                        break;
-                    }
-                    after = seq;
-                    delivered.insert(name.clone(), offset);
-                    yield Ok(event);
-                }
-                if gap.is_some() {
-                    break gap;
-                }
-                if !full {
-                    break (after < last_seq).then_some(after + 1);
                 }
             };
-            if gap.is_some() {
+            if let Some(refusal) = refusal {
                 // Start this topic over at its head, as for a refused cursor.
                 let (state, snapshot) = match core.topic_read(&topic, options.snapshots).await {
                     Ok(read) => read,
@@ -332,10 +326,6 @@ fn events(
                         yield Err(Status::from(e));
                         return;
                     }
-                };
-                let refusal = Refusal {
-                    reason: Reason::HistoryTruncated,
-                    detail: format!("events after number {after} were removed by retention while being replayed"),
                 };
                 delivered.insert(name.clone(), state.last_seq * EPHEMERAL_SPAN);
                 for event in resync_at(&name, epoch, state.last_seq, refusal, snapshot) {
@@ -384,6 +374,9 @@ fn events(
 #[cfg(test)]
 mod tests {
     use logi::auth::Principal;
+    use logi::pb::resync_required::Reason;
+
+    use super::super::replay;
     use tokio_stream::StreamExt;
     use tokio_util::sync::CancellationToken;
 
@@ -427,6 +420,7 @@ mod tests {
             tariffs: Tariffs::default(),
             shutdown: CancellationToken::new(),
             streams: logi::caps::Caps::new(2),
+            attachment_queue: 1024,
         })
     }
 
@@ -568,7 +562,7 @@ mod tests {
     async fn retention_during_a_replay_is_a_resync_not_a_silent_gap() {
         let dir = tempfile::tempdir().unwrap();
         let core = core(&dir.path().join("logi.db"), 1024);
-        let n = REPLAY_PAGE + 20;
+        let n = replay::PAGE + 20;
         futures::future::join_all((0..n).map(|i| {
             let store = core.store.clone();
             async move {
@@ -592,7 +586,7 @@ mod tests {
             .prune(SystemTime::now() + Duration::from_secs(1))
             .await
             .unwrap();
-        for seq in 2..=REPLAY_PAGE as u64 {
+        for seq in 2..=replay::PAGE as u64 {
             let e = replay.next().await.unwrap().unwrap();
             assert_eq!(e.cursor.unwrap().offset, seq * EPHEMERAL_SPAN);
         }
@@ -603,7 +597,8 @@ mod tests {
                 assert_eq!(
                     r.detail,
                     format!(
-                        "events after number {REPLAY_PAGE} were removed by retention while being replayed"
+                        "events after number {} were removed by retention while being replayed",
+                        replay::PAGE
                     )
                 );
             }

@@ -3,10 +3,12 @@
 //! ([`convert`]), checks the role rules ([`access`]) and calls the domain.
 
 pub mod access;
+mod attach;
 mod booking;
 pub mod convert;
 mod events;
 mod location;
+mod replay;
 
 use std::sync::Arc;
 
@@ -38,6 +40,8 @@ pub struct Core {
     pub shutdown: CancellationToken,
     /// Subscribe streams per principal; `service` callers (edges) are not counted.
     pub streams: Caps<(Role, Id)>,
+    /// Events an edge's attachment may have waiting before it is cut off.
+    pub attachment_queue: usize,
 }
 
 /// The interceptor in front of every logi service: verifies `authorization: Bearer`
