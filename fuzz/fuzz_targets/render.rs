@@ -29,18 +29,26 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => return,
         }
     };
-    let booking = match &event.kind {
+    // Every booking an event carries is also shown as a snapshot would show it.
+    let snapshot = match &event.kind {
+        Some(Kind::Snapshot(s)) => Some(s.clone()),
         Some(Kind::BookingChanged(pb::BookingChanged { booking, .. }))
-        | Some(Kind::BookingOffered(pb::BookingOffered { booking, .. }))
-        | Some(Kind::OfferClosed(pb::OfferClosed { booking, .. })) => booking.as_ref(),
+        | Some(Kind::OfferClosed(pb::OfferClosed { booking, .. })) => booking.clone().map(|b| pb::Snapshot {
+            bookings: vec![b],
+            offers: Vec::new(),
+        }),
+        Some(Kind::BookingOffered(offer)) => Some(pb::Snapshot {
+            bookings: Vec::new(),
+            offers: vec![offer.clone()],
+        }),
         _ => None,
     };
     for audience in logi_fuzz::audiences() {
         for frame in dialect::render(&event, &audience) {
             check(&frame, &audience);
         }
-        if let Some(b) = booking {
-            for frame in dialect::snapshot(b, &event.topic, &audience) {
+        if let Some(s) = &snapshot {
+            for frame in dialect::snapshot(s, &event.topic, &audience) {
                 check(&frame, &audience);
             }
         }

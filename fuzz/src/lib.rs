@@ -178,7 +178,7 @@ fn topic(u: &mut Unstructured<'_>) -> Result<String> {
 }
 
 fn kind(u: &mut Unstructured<'_>) -> Result<Option<Kind>> {
-    Ok(Some(match u.int_in_range(0..=8)? {
+    Ok(Some(match u.int_in_range(0..=9)? {
         0 => Kind::BookingChanged(pb::BookingChanged {
             booking: maybe_booking(u)?,
             previous_status: enum_value(u, 6)?,
@@ -217,12 +217,27 @@ fn kind(u: &mut Unstructured<'_>) -> Result<Option<Kind>> {
             status: enum_value(u, 3)?,
             previous_status: enum_value(u, 3)?,
             vehicle_type: text(u)?,
+            unseen: bool::arbitrary(u)?,
         }),
         6 => Kind::ResyncRequired(pb::ResyncRequired {
             reason: enum_value(u, 3)?,
             detail: text(u)?,
         }),
         7 => Kind::StreamHead(pb::StreamHead {}),
+        8 => {
+            let mut bookings = Vec::new();
+            let mut offers = Vec::new();
+            for _ in 0..u.int_in_range(0..=3)? {
+                bookings.push(booking(u)?);
+            }
+            for _ in 0..u.int_in_range(0..=3)? {
+                offers.push(pb::BookingOffered {
+                    booking: maybe_booking(u)?,
+                    distance_m: number(u)?,
+                });
+            }
+            Kind::Snapshot(pb::Snapshot { bookings, offers })
+        }
         _ => return Ok(None),
     }))
 }

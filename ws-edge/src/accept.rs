@@ -6,13 +6,15 @@
 //!   sockets are dropped, not held.
 //! - A head larger than the header limit is answered 431 and the connection closed.
 //! - Past the open-connection limit a connection is answered 503 with Retry-After
-//!   and closed; within it, its [`Slot`] rides in the request's extensions, and the
+//!   and closed (at most [`MAX_REJECTING`] at once, within a second; more are
+//!   dropped unanswered); within it, its [`Slot`] rides in the request's extensions, and the
 //!   WebSocket session keeps it, so the slot is free again only when both are gone.
 //!
 //! At shutdown the loop stops accepting, and connections not yet upgraded finish
 //! their request and close, within the grace period.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -22,6 +24,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -30,6 +33,10 @@ use crate::admission::{Slot, Slots};
 
 /// A failing `accept` (out of file descriptors, mostly) is retried after this.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Connections past the limit answered 503 at once; more are dropped unanswered.
+const MAX_REJECTING: usize = 64;
+/// How long a connection past the limit may take to send its request.
+const REJECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -48,6 +55,7 @@ pub async fn serve(
     grace: Duration,
 ) {
     let connections = TaskTracker::new();
+    let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -92,14 +100,21 @@ pub async fn serve(
                 });
             }
             None => {
+                // Answered quickly and few at a time: a flood past the limit must
+                // not take the file descriptors the edge keeps for itself.
+                let Ok(permit) = rejecting.clone().try_acquire_owned() else {
+                    tracing::warn!("connection limit reached: dropping a connection");
+                    continue;
+                };
                 tracing::warn!("connection limit reached: answering 503");
-                http.keep_alive(false);
+                http.keep_alive(false).header_read_timeout(REJECT_TIMEOUT);
                 let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
                     Ok::<_, Infallible>(busy())
                 });
                 let conn = http.serve_connection(io, service);
                 connections.spawn(async move {
-                    let _ = conn.await;
+                    let _ = tokio::time::timeout(REJECT_TIMEOUT * 2, conn).await;
+                    drop(permit);
                 });
             }
         }

@@ -60,7 +60,7 @@ impl Position {
                 _ => number(p).map(Some).ok_or(CursorError::Malformed),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if offsets.len() != topics || offsets.iter().all(Option::is_none) {
+        if offsets.len() != topics {
             return Err(CursorError::Malformed);
         }
         Ok(Self {
@@ -97,6 +97,18 @@ impl Position {
                 },
             ))
         })
+    }
+
+    /// The position as it stands before an event at `cursor`: the same, but in
+    /// that event's epoch (another epoch starts every topic over).
+    pub fn before(&self, cursor: pb::Cursor) -> Self {
+        if self.epoch == Some(cursor.epoch) {
+            return self.clone();
+        }
+        Self {
+            epoch: Some(cursor.epoch),
+            offsets: vec![None; self.offsets.len()],
+        }
     }
 
     /// Moves topic `index` to `cursor`. Another epoch starts the others over.
@@ -176,7 +188,6 @@ mod tests {
             "77.1",
             "77.1.2.3",
             "x.1.2",
-            "77.-.-",
             "77.+1.2",
             "77.01.2",
             "-1.1.2",

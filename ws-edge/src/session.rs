@@ -312,14 +312,14 @@ impl Session {
     }
 }
 
+/// One UpdateDriverLocation call.
+type Call = std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::Status>> + Send>>;
+
 /// A driver's positions on their way to core-svc: one call in flight at a time,
 /// and the latest position waiting behind it (a newer one replaces it: only where
 /// the driver is now matters). The session's loop polls the call beside everything
 /// else, so a slow call never holds up the driver's offers, and pings faster than a
 /// round trip are folded into the latest.
-/// One UpdateDriverLocation call.
-type Call = std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::Status>> + Send>>;
-
 #[derive(Default)]
 struct Gps {
     in_flight: Option<Call>,
@@ -368,18 +368,30 @@ struct Delivery {
     recover: Option<Recover>,
 }
 
+/// In recover mode, the cursors an event's frames carry.
+struct Cursors {
+    /// Where the app stands before the event: on frames that do not yet show all
+    /// of it (a resync, all but the last frame of a snapshot), so that an app cut
+    /// off among them and resuming from the last cursor it got loses nothing.
+    before: String,
+    /// Where it stands once it has all of the event's frames.
+    after: String,
+}
+
 impl Delivery {
     fn deliver(&mut self, event: &pb::Event, out: &mut Outbox) -> Result<(), End> {
         let Some(kind) = &event.kind else {
             return Ok(());
         };
-        let cursor = self.advance(event);
+        let cursors = self.advance(event);
+        let before = cursors.as_ref().map(|c| c.before.as_str());
+        let after = cursors.as_ref().map(|c| c.after.as_str());
         if let Some(recover) = &mut self.recover
             && let Some(refused) = recover.refused.take()
         {
             let frame =
                 dialect::resync_frame(&self.audience, "invalid_cursor", &refused.to_string());
-            enqueue(out, &stamped(frame, cursor.as_deref()))?;
+            enqueue(out, &stamped(frame, before))?;
         }
         let frames = match kind {
             Kind::ResyncRequired(r) => {
@@ -399,33 +411,37 @@ impl Delivery {
                     dialect::resync_reason(r.reason),
                     &r.detail,
                 );
-                return enqueue(out, &stamped(frame, cursor.as_deref()));
+                return enqueue(out, &stamped(frame, before));
             }
             Kind::Snapshot(snap) => {
                 let frames = dialect::snapshot(snap, &event.topic, &self.audience);
+                let last = frames.len().saturating_sub(1);
                 // Bounded by core-svc (a few dozen bookings and offers), and allowed
                 // past the outbox's limit: an app with many bookings is not slow.
-                for frame in frames {
-                    out.push_snapshot(text(&stamped(frame, cursor.as_deref())));
+                for (i, frame) in frames.into_iter().enumerate() {
+                    let cursor = if i == last { after } else { before };
+                    out.push_snapshot(text(&stamped(frame, cursor)));
                 }
                 return Ok(());
             }
             _ => dialect::render(event, &self.audience),
         };
-        let cursor = cursor.filter(|_| dialect::is_durable(kind));
+        let cursor = after.filter(|_| dialect::is_durable(kind));
         for frame in frames {
-            enqueue(out, &stamped(frame, cursor.as_deref()))?;
+            enqueue(out, &stamped(frame, cursor))?;
         }
         Ok(())
     }
 
-    /// In recover mode, moves the app's position to `event` and returns the cursor
-    /// its frames carry.
-    fn advance(&mut self, event: &pb::Event) -> Option<String> {
+    /// In recover mode, moves the app's position to `event`; the cursors of its frames.
+    fn advance(&mut self, event: &pb::Event) -> Option<Cursors> {
         let recover = self.recover.as_mut()?;
         let index = self.topics.iter().position(|t| *t == event.topic)?;
-        recover.position.advance(index, event.cursor?);
-        recover.position.encode()
+        let cursor = event.cursor?;
+        let before = recover.position.before(cursor).encode()?;
+        recover.position.advance(index, cursor);
+        let after = recover.position.encode()?;
+        Some(Cursors { before, after })
     }
 }
 

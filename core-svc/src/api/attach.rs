@@ -24,7 +24,7 @@
 //! replay longer than [`MAX_REPLAY`] is not sent: the topic gets a
 //! ResyncRequired and a snapshot instead.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -60,13 +60,22 @@ struct Started {
 /// What a read topic start or fresh snapshot brings back.
 struct Read {
     topic: String,
+    /// The topic's generation when the read was asked for.
+    generation: u64,
     kind: ReadKind,
 }
 
+/// A read waiting for its turn.
+enum Ask {
+    Start(pb::WatchTopic, Topic),
+    Refresh(String, Topic),
+}
+
+/// A read's outcome; a failed one keeps what it needs to be asked again.
 enum ReadKind {
-    Start(Result<Started, Error>),
+    Start(Result<Started, (Error, pb::WatchTopic, Topic)>),
     /// Boxed: an event is far larger than the rest.
-    Refresh(Result<Box<pb::Event>, Error>),
+    Refresh(Result<Box<pb::Event>, (Error, Topic)>),
 }
 
 enum State {
@@ -75,6 +84,7 @@ enum State {
         held: Vec<Arc<pb::Event>>,
         /// Live before, so what it held must still go out (a fresh snapshot).
         delivered: Option<u64>,
+        generation: u64,
     },
     Live {
         delivered: u64,
@@ -114,6 +124,8 @@ fn serve(
         let mut topics: HashMap<String, State> = HashMap::new();
         let mut held = 0usize;
         let mut reading: FuturesUnordered<Reading> = FuturesUnordered::new();
+        let mut queued: VecDeque<(u64, Ask)> = VecDeque::new();
+        let mut generation = 0u64;
         let mut requests_open = true;
         let shutdown = core.shutdown.clone();
         let mut stopping = std::pin::pin!(shutdown.cancelled());
@@ -126,12 +138,18 @@ fn serve(
                     return;
                 }
                 Some(read) = reading.next(), if !reading.is_empty() => {
-                    match finish(&mut topics, &mut held, read, &mut batch) {
-                        Ok(()) => {}
-                        Err(status) => {
-                            yield Err(status);
-                            return;
+                    // The store publishes a commit before it answers a read made
+                    // after it: take in what the queue holds first, so an event the
+                    // read covers is held for the apps already on the topic, not
+                    // dropped as already sent once the topic is live again.
+                    while let Some(next) = sub.try_next() {
+                        match next {
+                            Next::Event(event) => route(&mut topics, &mut held, event, &mut batch),
+                            Next::Lagged | Next::Closed => break,
                         }
+                    }
+                    if let Some(again) = finish(&mut topics, &mut held, read, &mut batch) {
+                        queued.push_back(again);
                     }
                 }
                 next = sub.next() => {
@@ -162,10 +180,10 @@ fn serve(
                         return;
                     }
                 }
-                request = requests.message(), if requests_open && reading.len() < MAX_STARTING => {
+                request = requests.message(), if requests_open && queued.is_empty() => {
                     match request {
                         Ok(Some(r)) => {
-                            if let Err(status) = asked(&core, &mut sub, &mut topics, &mut held, &mut reading, r) {
+                            if let Err(status) = asked(&mut sub, &mut topics, &mut held, &mut queued, &mut generation, r) {
                                 yield Err(status);
                                 return;
                             }
@@ -179,11 +197,51 @@ fn serve(
                     }
                 }
             }
-            if !batch.is_empty() {
+            while reading.len() < MAX_STARTING && let Some((generation, ask)) = queued.pop_front() {
+                reading.push(read(core.clone(), generation, ask));
+            }
+            // A start may bring thousands at once: no batch is larger than MAX_BATCH.
+            while !batch.is_empty() {
+                let rest = batch.split_off(batch.len().min(MAX_BATCH));
                 yield Ok(pb::EventBatch { events: batch });
+                batch = rest;
             }
         }
     }
+}
+
+/// Reads one start or fresh snapshot.
+fn read(core: Arc<Core>, generation: u64, ask: Ask) -> Reading {
+    Box::pin(async move {
+        match ask {
+            Ask::Start(w, topic) => {
+                let started = start(&core, &w.topic, &topic, w.resume, w.snapshot).await;
+                let kind = ReadKind::Start(started.map_err(|e| (e, w.clone(), topic)));
+                Read {
+                    topic: w.topic,
+                    generation,
+                    kind,
+                }
+            }
+            Ask::Refresh(name, topic) => {
+                let epoch = core.store.epoch();
+                let read = core.topic_read(&topic, true).await;
+                let kind = ReadKind::Refresh(
+                    read.map(|(state, snap)| {
+                        let head = state.last_seq * EPHEMERAL_SPAN;
+                        let snapshot = Kind::Snapshot(snap.unwrap_or_default());
+                        Box::new(marker(&name, epoch, head, snapshot))
+                    })
+                    .map_err(|e| (e, topic)),
+                );
+                Read {
+                    topic: name,
+                    generation,
+                    kind,
+                }
+            }
+        }
+    })
 }
 
 /// A live event for the edge, or held back while its topic starts.
@@ -210,13 +268,13 @@ fn route(
     }
 }
 
-/// Takes in one request of the edge.
+/// Takes in one request of the edge: its reads are queued.
 fn asked(
-    core: &Arc<Core>,
     sub: &mut Subscription,
     topics: &mut HashMap<String, State>,
     held: &mut usize,
-    reading: &mut FuturesUnordered<Reading>,
+    queued: &mut VecDeque<(u64, Ask)>,
+    generation: &mut u64,
     r: pb::AttachRequest,
 ) -> Result<(), Status> {
     for name in r.unwatch {
@@ -231,23 +289,16 @@ fn asked(
         // is missed; what both have is dropped by offset.
         sub.watch(&w.topic)
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        if let Some(State::Starting { held: h, .. }) = topics.insert(
-            w.topic.clone(),
-            State::Starting {
-                held: Vec::new(),
-                delivered: None,
-            },
-        ) {
+        *generation += 1;
+        let starting = State::Starting {
+            held: Vec::new(),
+            delivered: None,
+            generation: *generation,
+        };
+        if let Some(State::Starting { held: h, .. }) = topics.insert(w.topic.clone(), starting) {
             *held -= h.len();
         }
-        let core = core.clone();
-        reading.push(Box::pin(async move {
-            let kind = ReadKind::Start(start(&core, &w.topic, &topic, w.resume, w.snapshot).await);
-            Read {
-                topic: w.topic,
-                kind,
-            }
-        }));
+        queued.push_back((*generation, Ask::Start(w, topic)));
     }
     for name in r.snapshot {
         let Some(State::Live { delivered }) = topics.get(&name) else {
@@ -255,75 +306,90 @@ fn asked(
         };
         let delivered = *delivered;
         let topic = Topic::parse(&name).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        topics.insert(
-            name.clone(),
-            State::Starting {
-                held: Vec::new(),
-                delivered: Some(delivered),
-            },
-        );
-        let core = core.clone();
-        reading.push(Box::pin(async move {
-            let epoch = core.store.epoch();
-            let read = core.topic_read(&topic, true).await;
-            let kind = ReadKind::Refresh(read.map(|(state, snap)| {
-                let head = state.last_seq * EPHEMERAL_SPAN;
-                let snapshot = Kind::Snapshot(snap.unwrap_or_default());
-                Box::new(marker(&name, epoch, head, snapshot))
-            }));
-            Read { topic: name, kind }
-        }));
+        *generation += 1;
+        let refreshing = State::Starting {
+            held: Vec::new(),
+            delivered: Some(delivered),
+            generation: *generation,
+        };
+        topics.insert(name.clone(), refreshing);
+        queued.push_back((*generation, Ask::Refresh(name, topic)));
     }
     Ok(())
 }
 
-/// A read start or snapshot is in: send it, then what was held back.
+/// A read start or snapshot is in: send it, then what was held back. A failed
+/// read comes back to be queued again (the topic stays starting, holding).
 fn finish(
     topics: &mut HashMap<String, State>,
     held: &mut usize,
     read: Read,
     batch: &mut Vec<pb::Event>,
-) -> Result<(), Status> {
-    // Unwatched (or watched again) meanwhile: nothing of this read goes out.
+) -> Option<(u64, Ask)> {
+    // Unwatched, or watched again meanwhile: this read is not the topic's any more.
+    let current = matches!(
+        topics.get(&read.topic),
+        Some(State::Starting { generation, .. }) if *generation == read.generation
+    );
+    if !current {
+        return None;
+    }
+    let kind = match read.kind {
+        ReadKind::Start(Err((e, w, topic))) => {
+            tracing::warn!(topic = %w.topic, error = %e, "a topic's start could not be read; trying again");
+            return Some((read.generation, Ask::Start(w, topic)));
+        }
+        ReadKind::Refresh(Err((e, topic))) => {
+            tracing::warn!(topic = %read.topic, error = %e, "a snapshot could not be read; trying again");
+            return Some((read.generation, Ask::Refresh(read.topic, topic)));
+        }
+        ok => ok,
+    };
     let Some(State::Starting {
         held: waiting,
         delivered,
+        ..
     }) = topics.remove(&read.topic)
     else {
-        return Ok(());
+        return None;
     };
     *held -= waiting.len();
-    let live_from = match read.kind {
-        ReadKind::Start(started) => {
-            let started = started.map_err(Status::from)?;
+    let offset = |e: &pb::Event| e.cursor.map_or(0, |c| c.offset);
+    let live_from = match kind {
+        ReadKind::Start(Ok(started)) => {
             batch.extend(started.events);
             started.delivered
         }
-        ReadKind::Refresh(snapshot) => {
-            let snapshot = snapshot.map_err(Status::from)?;
-            let at = snapshot.cursor.map_or(0, |c| c.offset);
+        ReadKind::Refresh(Ok(snapshot)) => {
+            let mut snapshot = *snapshot;
             let sent = delivered.unwrap_or(0);
-            // The events the snapshot covers still go to the apps already there.
-            for event in waiting.iter().filter(|e| {
-                let offset = e.cursor.map_or(0, |c| c.offset);
-                offset > sent && offset <= at
-            }) {
-                batch.push((**event).clone());
+            // At the last event it covers, never below one already sent (a position
+            // after the last durable event).
+            let at = offset(&snapshot).max(sent);
+            if let Some(c) = snapshot.cursor.as_mut() {
+                c.offset = at;
             }
-            batch.push(*snapshot);
-            at.max(sent)
+            // The events the snapshot covers still go to the apps already there.
+            batch.extend(
+                waiting
+                    .iter()
+                    .filter(|e| offset(e) > sent && offset(e) <= at)
+                    .map(|e| (**e).clone()),
+            );
+            batch.push(snapshot);
+            at
         }
+        ReadKind::Start(Err(_)) | ReadKind::Refresh(Err(_)) => unreachable!("taken above"),
     };
     let mut last = live_from;
     for event in waiting {
-        let offset = event.cursor.map_or(0, |c| c.offset);
-        if offset > last {
-            last = offset;
+        if offset(&event) > last {
+            last = offset(&event);
             batch.push((*event).clone());
         }
     }
     topics.insert(read.topic, State::Live { delivered: last });
-    Ok(())
+    None
 }
 
 /// Reads how `name` starts for the edge: as Subscribe starts a topic.
@@ -390,4 +456,117 @@ async fn replay(
         }
     }
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(offset: u64) -> pb::Event {
+        pb::Event {
+            topic: "admins".into(),
+            cursor: Some(pb::Cursor { epoch: 1, offset }),
+            occurred_at: None,
+            kind: Some(Kind::StreamHead(pb::StreamHead {})),
+        }
+    }
+
+    fn snapshot_at(offset: u64) -> pb::Event {
+        pb::Event {
+            kind: Some(Kind::Snapshot(pb::Snapshot::default())),
+            ..event(offset)
+        }
+    }
+
+    fn offsets(batch: &[pb::Event]) -> Vec<(u64, bool)> {
+        batch
+            .iter()
+            .map(|e| {
+                let snapshot = matches!(e.kind, Some(Kind::Snapshot(_)));
+                (e.cursor.unwrap().offset / EPHEMERAL_SPAN, snapshot)
+            })
+            .collect()
+    }
+
+    fn refreshing(held: &[u64], delivered: u64, generation: u64) -> HashMap<String, State> {
+        let held = held
+            .iter()
+            .map(|s| Arc::new(event(s * EPHEMERAL_SPAN)))
+            .collect();
+        let state = State::Starting {
+            held,
+            delivered: Some(delivered * EPHEMERAL_SPAN),
+            generation,
+        };
+        HashMap::from([("admins".to_owned(), state)])
+    }
+
+    fn refresh(at: u64, generation: u64) -> Read {
+        Read {
+            topic: "admins".into(),
+            generation,
+            kind: ReadKind::Refresh(Ok(Box::new(snapshot_at(at * EPHEMERAL_SPAN)))),
+        }
+    }
+
+    #[test]
+    fn a_fresh_snapshot_goes_between_the_events_it_covers_and_those_after() {
+        // Sent up to 3; 4 and 5 came while the snapshot (at 4) was read.
+        let mut topics = refreshing(&[4, 5], 3, 7);
+        let (mut held, mut batch) = (2, Vec::new());
+        assert!(finish(&mut topics, &mut held, refresh(4, 7), &mut batch).is_none());
+        assert_eq!(offsets(&batch), [(4, false), (4, true), (5, false)]);
+        assert_eq!(held, 0);
+        assert!(
+            matches!(topics["admins"], State::Live { delivered } if delivered == 5 * EPHEMERAL_SPAN)
+        );
+        // Whatever comes next and was already sent is dropped; newer goes out.
+        let mut batch = Vec::new();
+        route(
+            &mut topics,
+            &mut held,
+            Arc::new(event(5 * EPHEMERAL_SPAN)),
+            &mut batch,
+        );
+        route(
+            &mut topics,
+            &mut held,
+            Arc::new(event(6 * EPHEMERAL_SPAN)),
+            &mut batch,
+        );
+        assert_eq!(offsets(&batch), [(6, false)]);
+    }
+
+    #[test]
+    fn a_snapshot_never_goes_out_below_what_was_sent() {
+        // A position after durable event 3 was sent; the snapshot reads head 3.
+        let mut topics = refreshing(&[], 3, 1);
+        if let Some(State::Starting { delivered, .. }) = topics.get_mut("admins") {
+            *delivered = Some(3 * EPHEMERAL_SPAN + 5);
+        }
+        let (mut held, mut batch) = (0, Vec::new());
+        finish(&mut topics, &mut held, refresh(3, 1), &mut batch);
+        assert_eq!(batch[0].cursor.unwrap().offset, 3 * EPHEMERAL_SPAN + 5);
+    }
+
+    #[test]
+    fn a_read_overtaken_by_a_later_watch_is_ignored() {
+        let mut topics = refreshing(&[4], 3, 8);
+        let (mut held, mut batch) = (1, Vec::new());
+        assert!(finish(&mut topics, &mut held, refresh(4, 7), &mut batch).is_none());
+        assert!(batch.is_empty());
+        assert!(matches!(
+            topics["admins"],
+            State::Starting { generation: 8, .. }
+        ));
+        // A failed read is asked again, the topic still starting.
+        let failed = Read {
+            topic: "admins".into(),
+            generation: 8,
+            kind: ReadKind::Refresh(Err((Error::Unavailable("busy".into()), Topic::Admins))),
+        };
+        let again = finish(&mut topics, &mut held, failed, &mut batch);
+        assert!(matches!(again, Some((8, Ask::Refresh(..)))));
+        assert_eq!(held, 1);
+    }
 }

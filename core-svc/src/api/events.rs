@@ -34,8 +34,8 @@ use crate::store::{TopicSnapshot, TopicState};
 
 /// Topics one subscription may read.
 pub const MAX_TOPICS: usize = 16;
-/// The longest a stream's expiry is waited for: later ones (and `service` streams,
-/// which never expire) are treated as this, so the clock never overflows.
+/// The longest a stream's expiry is waited for: later ones are treated as this, so
+/// the clock never overflows.
 const MAX_STREAM_LIFE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub struct EventApi(pub Arc<Core>);
@@ -198,14 +198,12 @@ impl EventService for EventApi {
         // carries thousands of apps on streams opened with one service token, and
         // cutting them all in the same second when it expires would send them all
         // back through the writer at once; the edge enforces each app's own expiry.
-        let expires_in = if p.role == Role::Service {
-            MAX_STREAM_LIFE
-        } else {
+        let expires_in = (p.role != Role::Service).then(|| {
             UNIX_EPOCH
                 .checked_add(Duration::from_secs(p.expires_at))
                 .and_then(|exp| exp.duration_since(SystemTime::now()).ok())
                 .unwrap_or_default()
-        };
+        });
         tracing::debug!(principal = %p.id, topics = starts.len(), "subscribed");
         let options = Options {
             heads: r.heads,
@@ -225,7 +223,8 @@ impl EventService for EventApi {
 struct Options {
     heads: bool,
     snapshots: bool,
-    expires_in: Duration,
+    /// None for `service` streams, which do not end with their token.
+    expires_in: Option<Duration>,
     /// The stream's place under the per-principal cap, given back when it ends.
     hold: Hold<(Role, Id)>,
 }
@@ -272,7 +271,9 @@ fn events(
         let _hold = &options.hold;
         let epoch = core.store.epoch();
         // Capped: a token valid for centuries must not overflow the clock.
-        let expiry = tokio::time::Instant::now() + options.expires_in.min(MAX_STREAM_LIFE);
+        let expiry = options
+            .expires_in
+            .map(|d| tokio::time::Instant::now() + d.min(MAX_STREAM_LIFE));
         // The offset of the last event sent, per topic with a cursor.
         let mut delivered: HashMap<String, u64> = HashMap::new();
         let mut replays = Vec::new();
@@ -334,7 +335,12 @@ fn events(
             }
         }
         // Made once: a timer made per event would be registered and removed each time.
-        let mut expired = std::pin::pin!(tokio::time::sleep_until(expiry));
+        let mut expired = std::pin::pin!(async {
+            match expiry {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        });
         loop {
             let live = tokio::select! {
                 next = sub.next() => Live::Next(next),

@@ -576,6 +576,21 @@ async fn a_full_disk_answers_unavailable_changes_nothing_and_recovers() {
         crate::error::chain(&refused)
     );
     assert_eq!(refused.to_string(), crate::error::DISK_FULL);
+    // Many at once, committed together: every caller of the batch hears UNAVAILABLE,
+    // those whose write was never run too.
+    let many = futures::future::join_all(
+        (0..32).map(|_| store.create_booking(new_booking(), vec![offer("45")])),
+    )
+    .await;
+    for answer in many {
+        let e = answer.unwrap_err();
+        assert_eq!(
+            e.code(),
+            tonic::Code::Unavailable,
+            "{}",
+            crate::error::chain(&e)
+        );
+    }
     let (page, _) = store
         .bookings(BookingQuery {
             user_id: Some(id("12")),

@@ -29,8 +29,9 @@ pub const MAX_BATCH: usize = 256;
 /// What a job leaves to do once its batch's commit succeeded (Ok) or failed (Err):
 /// publish its effects and answer its caller.
 type Done = Box<dyn FnOnce(Result<(), Error>) + Send>;
-/// A write, run inside its own savepoint of the batch's transaction.
-type Job = Box<dyn FnOnce(&mut Transaction<'_>) -> Done + Send>;
+/// A write, run inside its own savepoint of the batch's transaction; given no
+/// transaction, it is not run and its caller hears the batch's outcome alone.
+type Job = Box<dyn FnOnce(Option<&mut Transaction<'_>>) -> Done + Send>;
 
 /// The queue to the writer thread.
 pub struct Writer {
@@ -80,10 +81,17 @@ impl Writer {
     ) -> Result<T, Error> {
         let (reply, answer) = oneshot::channel();
         let (epoch, sink) = (self.epoch, self.sink.clone());
-        let job: Job = Box::new(move |tx: &mut Transaction<'_>| -> Done {
+        let job: Job = Box::new(move |tx: Option<&mut Transaction<'_>>| -> Done {
             if reply.is_closed() {
                 return Box::new(|_| {}); // The caller gave up; change nothing on its behalf.
             }
+            let Some(tx) = tx else {
+                return Box::new(move |committed: Result<(), Error>| {
+                    let _ = reply.send(committed.and(Err(Error::Unavailable(
+                        "core-svc's database could not take this write: nothing was changed, retry later".into(),
+                    ))));
+                });
+            };
             let outcome = (|| {
                 let sp = tx.savepoint()?;
                 let mut t = Tx {
@@ -156,13 +164,15 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
     for job in batch {
         // After some errors (disk full, I/O) SQLite rolls the whole transaction back
         // by itself: then nothing of this batch is committed, and a further savepoint
-        // would start (and commit) a transaction of its own. Stop here.
+        // would start (and commit) a transaction of its own. The jobs left are not
+        // run; their callers hear the batch's error.
         if tx.is_autocommit() {
-            break; // The jobs not run are dropped: their callers hear of it.
+            done.push(job(None));
+            continue;
         }
         // A panic unwinds through the job's savepoint, which rolls back that job
         // alone; its caller's reply is dropped. The batch goes on.
-        match catch_unwind(AssertUnwindSafe(|| job(&mut tx))) {
+        match catch_unwind(AssertUnwindSafe(|| job(Some(&mut tx)))) {
             Ok(d) => done.push(d),
             Err(_) => tracing::error!("a database write panicked; that write was rolled back"),
         }
