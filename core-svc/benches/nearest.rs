@@ -35,7 +35,8 @@ fn registry(n: u64) -> Registry {
             speed_mps: 0.0,
             at: SystemTime::UNIX_EPOCH,
         };
-        r.update_location(&id, at, |_| ()).unwrap();
+        r.update_location(&id, at, tokio::time::Instant::now(), |_| ())
+            .unwrap();
     }
     r
 }
@@ -66,7 +67,8 @@ fn bench(c: &mut Criterion) {
                 speed_mps: 0.0,
                 at: SystemTime::UNIX_EPOCH,
             };
-            r.update_location(&id, at, |_| ()).unwrap()
+            r.update_location(&id, at, tokio::time::Instant::now(), |_| ())
+                .unwrap()
         })
     });
 }

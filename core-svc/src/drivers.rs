@@ -14,6 +14,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use tokio::time::Instant;
+
 use logi::id::Id;
 
 use crate::error::Error;
@@ -37,11 +39,20 @@ struct Inner {
 struct Entry {
     driver: Driver,
     location: Option<Location>,
+    /// When the last position came, on the monotonic clock: a step of the wall
+    /// clock must not make every driver look silent at once.
+    seen: Option<Instant>,
     /// Available, but silent for too long: out of dispatch until its next position.
     unseen: bool,
 }
 
 impl Entry {
+    fn silent_since(&self, cutoff: Instant) -> bool {
+        self.driver.status == DriverStatus::Available
+            && !self.unseen
+            && self.seen.is_some_and(|at| at < cutoff)
+    }
+
     /// Where the entry sits in its vehicle type's index, if it is indexed.
     fn indexed_at(&self) -> Option<GeoPoint> {
         match (self.driver.status, self.location) {
@@ -78,11 +89,18 @@ impl Inner {
         }
     }
 
-    fn put(&mut self, driver: &Driver, location: Option<Location>, unseen: bool) {
+    fn put(
+        &mut self,
+        driver: &Driver,
+        location: Option<Location>,
+        seen: Option<Instant>,
+        unseen: bool,
+    ) {
         self.unindex(&driver.id);
         let entry = Entry {
             driver: driver.clone(),
             location,
+            seen,
             unseen,
         };
         self.drivers.insert(driver.id.clone(), entry);
@@ -111,41 +129,41 @@ impl Registry {
     /// Sets a driver's status, vehicle type and active trip as committed.
     pub fn apply(&self, driver: &Driver) {
         let mut inner = self.lock();
-        let (location, unseen) = inner
+        let (location, seen, unseen) = inner
             .drivers
             .get(&driver.id)
-            .map_or((None, false), |e| (e.location, e.unseen));
-        inner.put(driver, location, unseen);
+            .map_or((None, None, false), |e| (e.location, e.seen, e.unseen));
+        inner.put(driver, location, seen, unseen);
     }
 
-    /// Puts a driver back as the database saved it, at start-up.
+    /// Puts a driver back as the database saved it, at start-up: seen as long ago
+    /// as its saved time says (never in the future).
     pub fn restore(&self, driver: &Driver, location: Option<Location>, unseen: bool) {
-        self.lock().put(driver, location, unseen);
+        let seen = location.map(|l| {
+            let ago = SystemTime::now().duration_since(l.at).unwrap_or_default();
+            Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
+        });
+        self.lock().put(driver, location, seen, unseen);
     }
 
-    /// Available drivers, not yet unseen, whose last position is older than `cutoff`.
-    pub fn silent_since(&self, cutoff: SystemTime) -> Vec<Id> {
+    /// Available drivers, not yet unseen, whose last position came before `cutoff`.
+    pub fn silent_since(&self, cutoff: Instant) -> Vec<Id> {
         self.lock()
             .drivers
             .values()
-            .filter(|e| {
-                e.driver.status == DriverStatus::Available
-                    && !e.unseen
-                    && e.location.is_some_and(|l| l.at < cutoff)
-            })
+            .filter(|e| e.silent_since(cutoff))
             .map(|e| e.driver.id.clone())
             .collect()
     }
 
     /// Takes a driver out of dispatch if it is still silent since `cutoff` (a
     /// position may have come meanwhile); whether it was.
-    pub fn mark_unseen(&self, id: &Id, cutoff: SystemTime) -> bool {
+    pub fn mark_unseen(&self, id: &Id, cutoff: Instant) -> bool {
         let mut inner = self.lock();
-        let silent = inner.drivers.get(id).is_some_and(|e| {
-            e.driver.status == DriverStatus::Available
-                && !e.unseen
-                && e.location.is_some_and(|l| l.at < cutoff)
-        });
+        let silent = inner
+            .drivers
+            .get(id)
+            .is_some_and(|e| e.silent_since(cutoff));
         if silent {
             inner.unindex(id);
             inner.drivers.get_mut(id).expect("checked above").unseen = true;
@@ -176,6 +194,7 @@ impl Registry {
         &self,
         id: &Id,
         location: Location,
+        seen: Instant,
         during_trip: impl FnOnce(&ActiveTrip) -> R,
     ) -> Result<Recorded<R>, Error> {
         let mut inner = self.lock();
@@ -185,6 +204,7 @@ impl Registry {
         inner.unindex(id);
         let entry = inner.drivers.get_mut(id).expect("checked above");
         entry.location = Some(location);
+        entry.seen = Some(seen);
         let back = std::mem::replace(&mut entry.unseen, false);
         let during_trip = entry.driver.active.as_ref().map(during_trip);
         inner.index(id);
@@ -272,7 +292,7 @@ mod tests {
         r.apply(&driver("4", DriverStatus::Available, "bike"));
         r.apply(&driver("5", DriverStatus::Available, "car")); // never reports a position
         for (id, lat) in [("1", 10.01), ("2", 10.001), ("3", 10.0), ("4", 10.0)] {
-            r.update_location(&Id::new(id).unwrap(), at(lat, 10.0), |_| ())
+            r.update_location(&Id::new(id).unwrap(), at(lat, 10.0), Instant::now(), |_| ())
                 .unwrap();
         }
         assert_eq!(
@@ -290,7 +310,12 @@ mod tests {
         r.apply(&busy);
         assert_eq!(ids(r.nearest("car", center, 5_000.0, 10, |_| false)), ["1"]);
         let trip = r
-            .update_location(&Id::new("2").unwrap(), at(10.0005, 10.0), ActiveTrip::clone)
+            .update_location(
+                &Id::new("2").unwrap(),
+                at(10.0005, 10.0),
+                Instant::now(),
+                ActiveTrip::clone,
+            )
             .unwrap();
         assert_eq!(trip.during_trip.unwrap().booking_id, 1);
         r.apply(&driver("2", DriverStatus::Available, "car"));
@@ -300,8 +325,13 @@ mod tests {
         );
 
         // A moved driver is found where it is now, not where it was.
-        r.update_location(&Id::new("1").unwrap(), at(11.0, 10.0), |_| ())
-            .unwrap();
+        r.update_location(
+            &Id::new("1").unwrap(),
+            at(11.0, 10.0),
+            Instant::now(),
+            |_| (),
+        )
+        .unwrap();
         assert_eq!(ids(r.nearest("car", center, 5_000.0, 10, |_| false)), ["2"]);
 
         // A changed vehicle type moves the driver to the other index.
@@ -316,7 +346,7 @@ mod tests {
     #[test]
     fn unknown_drivers_cannot_report_positions() {
         let err = Registry::default()
-            .update_location(&Id::new("9").unwrap(), at(0.0, 0.0), |_| ())
+            .update_location(&Id::new("9").unwrap(), at(0.0, 0.0), Instant::now(), |_| ())
             .unwrap_err();
         assert_eq!(err, Error::DriverNotFound("9".into()));
     }
@@ -328,27 +358,20 @@ mod tests {
             lat: 10.0,
             lon: 10.0,
         };
-        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        let t0 = Instant::now();
         let later = |s| t0 + std::time::Duration::from_secs(s);
-        let pinged = |lat, when| Location {
-            at: when,
-            ..at(lat, 10.0)
-        };
         r.apply(&driver("1", DriverStatus::Available, "car"));
         r.apply(&driver("2", DriverStatus::Available, "car"));
         let id = |s: &str| Id::new(s).unwrap();
-        r.update_location(&id("1"), pinged(10.001, t0), |_| ())
+        r.update_location(&id("1"), at(10.001, 10.0), t0, |_| ())
             .unwrap();
-        r.update_location(&id("2"), pinged(10.002, later(20)), |_| ())
+        r.update_location(&id("2"), at(10.002, 10.0), later(20), |_| ())
             .unwrap();
-        let mut moved = r.take_moved();
-        moved.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(moved.len(), 2);
+        assert_eq!(r.take_moved().len(), 2);
         assert!(r.take_moved().is_empty(), "taken once");
 
-        // 30 s after t0, only driver 1 has been silent that long.
-        let cutoff = later(30) - std::time::Duration::from_secs(30);
-        let cutoff = cutoff + std::time::Duration::from_secs(1);
+        // At 31 s with a 30 s limit, only driver 1 has been silent that long.
+        let cutoff = later(1);
         assert_eq!(r.silent_since(cutoff), [id("1")]);
         assert!(r.mark_unseen(&id("1"), cutoff));
         assert!(!r.mark_unseen(&id("1"), cutoff), "once");
@@ -357,14 +380,38 @@ mod tests {
         r.apply(&driver("1", DriverStatus::Available, "car"));
         assert_eq!(ids(r.nearest("car", center, 5_000.0, 10, |_| false)), ["2"]);
         let back = r
-            .update_location(&id("1"), pinged(10.001, later(40)), |_| ())
+            .update_location(&id("1"), at(10.001, 10.0), later(40), |_| ())
             .unwrap();
         assert!(back.back);
         assert_eq!(
             ids(r.nearest("car", center, 5_000.0, 10, |_| false)),
             ["1", "2"]
         );
-        // A position that came after the sweep looked keeps the driver in.
+        // A position that came after the sweep's cutoff keeps the driver in.
         assert!(!r.mark_unseen(&id("1"), later(40)));
+    }
+
+    #[test]
+    fn a_restored_driver_was_seen_as_long_ago_as_saved() {
+        let r = Registry::default();
+        let saved = Location {
+            at: SystemTime::now() - std::time::Duration::from_secs(100),
+            ..at(10.0, 10.0)
+        };
+        r.restore(
+            &driver("1", DriverStatus::Available, "car"),
+            Some(saved),
+            false,
+        );
+        let now = Instant::now();
+        assert!(
+            r.silent_since(now - std::time::Duration::from_secs(90))
+                .len()
+                == 1
+        );
+        assert!(
+            r.silent_since(now - std::time::Duration::from_secs(110))
+                .is_empty()
+        );
     }
 }

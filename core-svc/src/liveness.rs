@@ -9,12 +9,15 @@
 //!   (the registry) and marked unseen in the store, which closes its open offers and
 //!   tells the admins. Its next position brings it back ([`back`]).
 //!
-//! Times come from the caller, so the sweep is tested without waiting.
+//! Silence is measured on the monotonic clock (a wall-clock step must not make
+//! every driver look silent at once). Times come from the caller, so the sweep is
+//! tested without waiting.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use logi::id::Id;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::drivers::Registry;
@@ -29,7 +32,7 @@ const MIN_SWEEP_EVERY: Duration = Duration::from_millis(250);
 pub async fn sweep(
     registry: &Registry,
     store: &dyn Store,
-    now: SystemTime,
+    now: Instant,
     stale_after: Duration,
 ) -> usize {
     let Some(cutoff) = now.checked_sub(stale_after) else {
@@ -41,10 +44,12 @@ pub async fn sweep(
             continue; // A position came meanwhile.
         }
         match store.set_driver_unseen(id.clone(), true).await {
-            Ok(_) => {
+            Ok(true) => {
                 tracing::info!(driver = %id, "driver unseen: out of dispatch until its next position");
                 marked += 1;
             }
+            // Its status changed meanwhile (a trip, offline): nothing to tell.
+            Ok(false) => {}
             Err(e) => {
                 tracing::warn!(driver = %id, error = %e, "cannot mark a silent driver unseen")
             }
@@ -88,7 +93,7 @@ pub async fn run(
                 return;
             }
             _ = sweeps.tick() => {
-                sweep(&registry, store.as_ref(), SystemTime::now(), stale_after).await;
+                sweep(&registry, store.as_ref(), Instant::now(), stale_after).await;
             }
             _ = flushes.tick() => flush(&registry, store.as_ref()).await,
         }
@@ -98,6 +103,8 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
+
+    use std::time::SystemTime;
 
     use logi::pb::{self, event::Kind};
 
@@ -150,13 +157,18 @@ mod tests {
             registry.apply(&driver);
         }
         admins.0.lock().unwrap().clear();
-        let t0 = SystemTime::now();
+        let (t0, wall) = (Instant::now(), SystemTime::now());
         let after = Duration::from_secs(30);
         registry
-            .update_location(&id("45"), ping(1.0, t0), |_| ())
+            .update_location(&id("45"), ping(1.0, wall), t0, |_| ())
             .unwrap();
         registry
-            .update_location(&id("46"), ping(2.0, t0 + Duration::from_secs(20)), |_| ())
+            .update_location(
+                &id("46"),
+                ping(2.0, wall),
+                t0 + Duration::from_secs(20),
+                |_| (),
+            )
             .unwrap();
 
         assert_eq!(
@@ -194,7 +206,12 @@ mod tests {
 
         // Back with its next position.
         let recorded = registry
-            .update_location(&id("45"), ping(1.0, t0 + Duration::from_secs(40)), |_| ())
+            .update_location(
+                &id("45"),
+                ping(1.0, wall + Duration::from_secs(40)),
+                t0 + Duration::from_secs(40),
+                |_| (),
+            )
             .unwrap();
         assert!(recorded.back);
         back(&store, &id("45")).await;
@@ -230,13 +247,13 @@ mod tests {
         };
         assert_eq!(
             millis(at),
-            millis(t0 + Duration::from_secs(40)),
+            millis(wall + Duration::from_secs(40)),
             "seen when it was"
         );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_task_sweeps_and_flushes_on_its_timers_and_flushes_at_shutdown() {
+    async fn the_task_saves_positions_by_its_shutdown() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(
             Sqlite::open(&dir.path().join("logi.db"), |_| {
@@ -253,7 +270,12 @@ mod tests {
         tokio::time::pause();
         registry.apply(&driver);
         registry
-            .update_location(&id("45"), ping(1.0, SystemTime::now()), |_| ())
+            .update_location(
+                &id("45"),
+                ping(1.0, SystemTime::now()),
+                Instant::now(),
+                |_| (),
+            )
             .unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run(

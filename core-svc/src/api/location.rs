@@ -49,16 +49,20 @@ impl LocationApi {
             at: SystemTime::now(),
         };
         let hub = &self.0.hub;
-        let recorded = self.0.registry.update_location(&driver, location, |trip| {
-            let kind = Kind::DriverLocation(pb::DriverLocationChanged {
-                booking_id: trip.booking_id,
-                booking_status: trip.status.to_pb() as i32,
-                location: Some(location_pb(driver.as_str(), &location)),
-            });
-            let topic = Topic::UserBookings(trip.user_id.clone()).to_string();
-            hub.publish_ephemeral(&topic, kind, location.at);
-            trip.booking_id
-        })?;
+        let seen = tokio::time::Instant::now();
+        let recorded = self
+            .0
+            .registry
+            .update_location(&driver, location, seen, |trip| {
+                let kind = Kind::DriverLocation(pb::DriverLocationChanged {
+                    booking_id: trip.booking_id,
+                    booking_status: trip.status.to_pb() as i32,
+                    location: Some(location_pb(driver.as_str(), &location)),
+                });
+                let topic = Topic::UserBookings(trip.user_id.clone()).to_string();
+                hub.publish_ephemeral(&topic, kind, location.at);
+                trip.booking_id
+            })?;
         if recorded.back {
             liveness::back(self.0.store.as_ref(), &driver).await;
         }
