@@ -116,14 +116,18 @@ async fn a_driver_reconnecting_inside_the_offer_window_sees_the_offer() {
         .map(|f| f["type"].clone())
         .collect();
     assert_eq!(requests, ["new_booking_request", "new_booking_request"]);
-    // Once accepted, an offer is no longer among the open ones: the booking shows
-    // as the driver's own (its bookings topic comes second on this route).
+    // Once it accepts one, its other offers close for it ("busy": it cannot take
+    // two), and the accepted booking shows as its own.
     service.accept(first.id, "45").await.unwrap();
-    let mut later = edge.connect(OFFERS, &token(Role::Driver, "45")).await;
     assert_eq!(
-        later.take(2).await,
-        [offered(second.id, "pending"), offered(first.id, "accepted")]
+        logi.take(2).await,
+        [
+            json!({"user_id": "45", "type": "status_update", "payload": {"booking_id": first.id.to_string(), "status": "Accepted"}}),
+            json!({"user_id": "45", "type": "booking_request_closed", "payload": {"booking_id": second.id.to_string(), "reason": "busy"}}),
+        ]
     );
+    let mut later = edge.connect(OFFERS, &token(Role::Driver, "45")).await;
+    assert_eq!(later.take(1).await, [offered(first.id, "accepted")]);
     later.assert_quiet().await;
     edge.stop().await;
     core.stop().await;

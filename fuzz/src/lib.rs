@@ -193,7 +193,7 @@ fn kind(u: &mut Unstructured<'_>) -> Result<Option<Kind>> {
         }),
         3 => Kind::OfferClosed(pb::OfferClosed {
             booking_id: u64::arbitrary(u)?,
-            reason: enum_value(u, 5)?,
+            reason: enum_value(u, 6)?,
             booking: maybe_booking(u)?,
         }),
         4 => Kind::DriverLocation(pb::DriverLocationChanged {

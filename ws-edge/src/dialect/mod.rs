@@ -168,6 +168,7 @@ pub fn offer_closed_reason(reason: i32) -> Option<&'static str> {
         Ok(Reason::Cancelled) => Some("cancelled"),
         Ok(Reason::Expired) => Some("expired"),
         Ok(Reason::DriverOffline) => Some("offline"),
+        Ok(Reason::DriverBusy) => Some("busy"),
         Ok(Reason::Accepted | Reason::Unspecified) | Err(_) => None,
     }
 }

@@ -479,12 +479,12 @@ async fn writes_committed_together_keep_their_own_outcomes_and_order() {
 async fn snapshots_show_open_offers_bookings_in_progress_and_recent_ends() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _rec) = open(&dir.path().join("logi.db"));
-    for d in ["45", "46"] {
+    for d in ["45", "46", "47"] {
         online(&store, d).await;
     }
     let taken = offered_to_45(&store).await;
     let open = store
-        .create_booking(new_booking(), vec![offer("45"), offer("46")])
+        .create_booking(new_booking(), vec![offer("45"), offer("46"), offer("47")])
         .await
         .unwrap();
     store.accept(taken.id, id("45")).await.unwrap();
@@ -517,15 +517,21 @@ async fn snapshots_show_open_offers_bookings_in_progress_and_recent_ends() {
         "the rider's accepted booking keeps its OTP"
     );
 
-    // Driver 45 holds booking `taken`; its offer of `open` is still open.
+    // Driver 47 was offered `open` and took nothing: the offer is still open to it.
+    // Driver 45 took `taken`, which closed its offer of `open`.
     let (_, offers) = store
-        .topic_snapshot(Topic::DriverAvailable(id("45")))
+        .topic_snapshot(Topic::DriverAvailable(id("47")))
         .await
         .unwrap();
     let open_offers: Vec<(BookingId, f64)> =
         offers.offers.iter().map(|(b, d)| (b.id, *d)).collect();
     assert_eq!(open_offers, [(open.id, 100.0)]);
     assert!(offers.bookings.is_empty());
+    let (_, busy) = store
+        .topic_snapshot(Topic::DriverAvailable(id("45")))
+        .await
+        .unwrap();
+    assert!(busy.offers.is_empty());
     let (_, mine) = store
         .topic_snapshot(Topic::DriverBookings(id("45")))
         .await
@@ -629,4 +635,35 @@ async fn a_full_disk_answers_unavailable_changes_nothing_and_recovers() {
         store.booking(before.id).await.unwrap().status,
         BookingStatus::Pending
     );
+}
+
+#[tokio::test]
+async fn accepting_one_booking_closes_the_drivers_other_offers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, rec) = open(&dir.path().join("logi.db"));
+    for d in ["45", "46"] {
+        online(&store, d).await;
+    }
+    let first = offered_to_45(&store).await;
+    let second = store
+        .create_booking(new_booking(), vec![offer("45"), offer("46")])
+        .await
+        .unwrap();
+    rec.take();
+    store.accept(first.id, id("45")).await.unwrap();
+    let closed: Vec<(String, &str)> = rec
+        .take()
+        .into_iter()
+        .filter(|(_, kind)| *kind == "offer_closed")
+        .collect();
+    assert_eq!(
+        closed,
+        [
+            t("driver_45_available_bookings", "offer_closed"), // its own: accepted
+            t("driver_45_available_bookings", "offer_closed"), // the other: busy
+        ]
+    );
+    // The other booking is still offered to 46, who may take it; 45 may not.
+    assert!(store.accept(second.id, id("45")).await.is_err());
+    store.accept(second.id, id("46")).await.unwrap();
 }

@@ -355,6 +355,8 @@ impl Tx<'_> {
         let offered = self.close_offers(id, Reason::Taken, Some(driver))?;
         self.append(fanout::offers_closed(&booking, &offered, Reason::Taken))?;
         self.set_driver(driver, DriverStatus::OnTrip, None)?;
+        // Its other offers cannot be accepted now: they close for this driver.
+        self.withdraw_offers(driver, Reason::DriverBusy)?;
         Ok(booking)
     }
 
@@ -478,7 +480,7 @@ impl Tx<'_> {
         }
         let driver = self.set_driver(id, status, vehicle_type)?;
         if status == DriverStatus::Offline {
-            self.withdraw_offers(id)?;
+            self.withdraw_offers(id, Reason::DriverOffline)?;
         }
         Ok(driver)
     }
@@ -503,7 +505,7 @@ impl Tx<'_> {
             self.append(fanout::driver_unseen(id, unseen, &driver.vehicle_type))?;
         }
         if unseen {
-            self.withdraw_offers(id)?;
+            self.withdraw_offers(id, Reason::DriverOffline)?;
         }
         Ok(true)
     }
@@ -526,9 +528,9 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Closes the open offers to a driver who went offline; the bookings stay
-    /// offered to the others.
-    fn withdraw_offers(&mut self, driver: &Id) -> Result<(), Error> {
+    /// Closes the open offers to a driver who went offline or took another
+    /// booking; the bookings stay offered to the others.
+    fn withdraw_offers(&mut self, driver: &Id, reason: Reason) -> Result<(), Error> {
         let bookings: Vec<i64> = self
             .tx
             .prepare_cached(
@@ -542,7 +544,7 @@ impl Tx<'_> {
             self.append(fanout::offers_closed(
                 &booking,
                 std::slice::from_ref(driver),
-                Reason::DriverOffline,
+                reason,
             ))?;
         }
         Ok(())
