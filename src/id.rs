@@ -39,6 +39,14 @@ pub fn validate(id: &str) -> Result<(), IdError> {
     }
 }
 
+/// `s` as a number, if it is one written the one way: decimal digits only, no sign,
+/// no leading zero (so the number reads back as the same text).
+pub fn canonical_number(s: &str) -> Option<u64> {
+    let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let canonical = digits && (s == "0" || !s.starts_with('0'));
+    canonical.then(|| s.parse().ok()).flatten()
+}
+
 /// A validated rider or driver id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Id(String);
@@ -71,6 +79,15 @@ mod tests {
     fn accepts_numbers_uuids_and_names() {
         for id in ["45", "7f3c-11ee.b", "driver456", "a"] {
             assert_eq!(validate(id), Ok(()), "{id}");
+        }
+    }
+
+    #[test]
+    fn numbers_are_read_only_when_written_the_one_way() {
+        assert_eq!(canonical_number("45"), Some(45));
+        assert_eq!(canonical_number("0"), Some(0));
+        for not in ["", "045", "+5", "-5", "4 5", "x", "18446744073709551616"] {
+            assert_eq!(canonical_number(not), None, "{not:?}");
         }
     }
 

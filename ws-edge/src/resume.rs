@@ -10,6 +10,7 @@
 //! the route's order, `-` for a topic the app had heard nothing of yet (it is
 //! resumed with a snapshot). Apps treat it as opaque.
 
+use logi::id::canonical_number as number;
 use logi::pb;
 
 /// The longest `since` accepted.
@@ -123,16 +124,6 @@ impl Position {
             *o = Some(cursor.offset);
         }
     }
-}
-
-/// A decimal number without sign or leading zeros.
-fn number(s: &str) -> Option<u64> {
-    let canonical = !s.is_empty() && (s == "0" || !s.starts_with('0'));
-    s.bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| s.parse().ok())
-        .flatten()
-        .filter(|_| canonical)
 }
 
 #[cfg(test)]

@@ -24,10 +24,9 @@ pub const EXPIRED: &str = "No driver accepted the booking in time.";
 
 /// An id as the document shows it: a JSON number when it is one, else a string.
 pub fn id_value(id: &str) -> Value {
-    let canonical = !id.is_empty() && (id == "0" || !id.starts_with('0'));
-    match id.parse::<u64>() {
-        Ok(n) if canonical => json!(n),
-        _ => json!(id),
+    match logi::id::canonical_number(id) {
+        Some(n) => json!(n),
+        None => json!(id),
     }
 }
 
