@@ -36,7 +36,7 @@ use logi::topic::Topic;
 use tonic::{Status, Streaming};
 
 use super::Core;
-use super::events::{marker, resync_at};
+use super::events::marker;
 use super::replay::{Replay, Stop};
 use crate::cursor::{self, Refusal};
 use crate::error::Error;
@@ -427,12 +427,8 @@ async fn start(
         },
         Some(Err(refusal)) => refusal,
     };
-    let (state, snap) = core.topic_read(topic, snapshot).await?;
-    core.hub.observe(name, state.last_seq, None);
-    Ok(Started {
-        events: resync_at(name, epoch, state.last_seq, refusal, snap).collect(),
-        delivered: state.last_seq * EPHEMERAL_SPAN,
-    })
+    let (delivered, events) = core.resync(name, topic, snapshot, refusal).await?;
+    Ok(Started { events, delivered })
 }
 
 /// The durable events after `offset`, at most [`MAX_REPLAY`].

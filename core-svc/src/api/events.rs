@@ -48,8 +48,9 @@ enum Start {
     Head,
     /// Replay after this offset, then live.
     Replay(u64),
-    /// ResyncRequired at the head (then a Snapshot when asked for), then live.
-    Resync(Refusal),
+    /// These events (a ResyncRequired at the head, then a Snapshot when asked
+    /// for) at this offset, then live.
+    Resync(u64, Vec<pb::Event>),
 }
 
 struct TopicStart {
@@ -78,6 +79,28 @@ fn snapshot_pb(topic: &Topic, snap: &TopicSnapshot) -> pb::Snapshot {
 }
 
 impl Core {
+    /// Starts `name` over at its head after `refusal`: reads the head (and the
+    /// snapshot, when asked for), tells the hub, and returns the head's offset with
+    /// the ResyncRequired (and Snapshot) to send there.
+    pub(super) async fn resync(
+        &self,
+        name: &str,
+        topic: &Topic,
+        snapshot: bool,
+        refusal: Refusal,
+    ) -> Result<(u64, Vec<pb::Event>), Error> {
+        let (state, snap) = self.topic_read(topic, snapshot).await?;
+        self.hub.observe(name, state.last_seq, None);
+        let (epoch, head) = (self.store.epoch(), state.last_seq * EPHEMERAL_SPAN);
+        let resync = Kind::ResyncRequired(pb::ResyncRequired {
+            reason: refusal.reason as i32,
+            detail: refusal.detail,
+        });
+        let mut events = vec![marker(name, epoch, head, resync)];
+        events.extend(snap.map(|s| marker(name, epoch, head, Kind::Snapshot(s))));
+        Ok((head, events))
+    }
+
     /// A topic's bounds, and its snapshot when `snapshot` is asked for.
     pub(super) async fn topic_read(
         &self,
@@ -171,7 +194,7 @@ impl EventService for EventApi {
         let mut starts = Vec::with_capacity(topics.len());
         for (name, topic) in topics {
             let cursor = r.resume.get(&name).copied();
-            let (mut state, mut snapshot) = self
+            let (state, snapshot) = self
                 .0
                 .topic_read(&topic, r.snapshots && cursor.is_none())
                 .await?;
@@ -179,11 +202,8 @@ impl EventService for EventApi {
                 None => Start::Head,
                 Some(Ok(offset)) => Start::Replay(offset),
                 Some(Err(refusal)) => {
-                    if r.snapshots {
-                        (state, snapshot) = self.0.topic_read(&topic, true).await?;
-                        self.0.hub.observe(&name, state.last_seq, None);
-                    }
-                    Start::Resync(refusal)
+                    let (head, events) = self.0.resync(&name, &topic, r.snapshots, refusal).await?;
+                    Start::Resync(head, events)
                 }
             };
             starts.push(TopicStart {
@@ -239,23 +259,6 @@ pub(super) fn marker(topic: &str, epoch: u64, offset: u64, kind: Kind) -> pb::Ev
     }
 }
 
-/// The ResyncRequired at `head`, and the snapshot read with it, if any.
-pub(super) fn resync_at(
-    topic: &str,
-    epoch: u64,
-    head: u64,
-    refusal: Refusal,
-    snapshot: Option<pb::Snapshot>,
-) -> impl Iterator<Item = pb::Event> {
-    let offset = head * EPHEMERAL_SPAN;
-    let resync = Kind::ResyncRequired(pb::ResyncRequired {
-        reason: refusal.reason as i32,
-        detail: refusal.detail,
-    });
-    std::iter::once(marker(topic, epoch, offset, resync))
-        .chain(snapshot.map(|s| marker(topic, epoch, offset, Kind::Snapshot(s))))
-}
-
 enum Live {
     Next(Next),
     Expired,
@@ -289,9 +292,9 @@ fn events(
                     delivered.insert(start.name.clone(), head);
                     yield Ok(marker(&start.name, epoch, head, kind));
                 }
-                Start::Resync(refusal) => {
+                Start::Resync(head, events) => {
                     delivered.insert(start.name.clone(), head);
-                    for event in resync_at(&start.name, epoch, start.state.last_seq, refusal, start.snapshot) {
+                    for event in events {
                         yield Ok(event);
                     }
                 }
@@ -321,16 +324,17 @@ fn events(
             };
             if let Some(refusal) = refusal {
                 // Start this topic over at its head, as for a refused cursor.
-                let (state, snapshot) = match core.topic_read(&topic, options.snapshots).await {
-                    Ok(read) => read,
+                match core.resync(&name, &topic, options.snapshots, refusal).await {
+                    Ok((head, events)) => {
+                        delivered.insert(name.clone(), head);
+                        for event in events {
+                            yield Ok(event);
+                        }
+                    }
                     Err(e) => {
                         yield Err(Status::from(e));
                         return;
                     }
-                };
-                delivered.insert(name.clone(), state.last_seq * EPHEMERAL_SPAN);
-                for event in resync_at(&name, epoch, state.last_seq, refusal, snapshot) {
-                    yield Ok(event);
                 }
             }
         }
