@@ -368,14 +368,16 @@ struct Delivery {
     recover: Option<Recover>,
 }
 
-/// In recover mode, the cursors an event's frames carry.
+/// In recover mode, the cursors an event's frames carry, made only when a frame
+/// carries them (positions, the bulk of the frames, carry none).
+#[derive(Default)]
 struct Cursors {
     /// Where the app stands before the event: on frames that do not yet show all
     /// of it (a resync, all but the last frame of a snapshot), so that an app cut
     /// off among them and resuming from the last cursor it got loses nothing.
-    before: String,
+    before: Option<String>,
     /// Where it stands once it has all of the event's frames.
-    after: String,
+    after: Option<String>,
 }
 
 impl Delivery {
@@ -383,9 +385,9 @@ impl Delivery {
         let Some(kind) = &event.kind else {
             return Ok(());
         };
-        let cursors = self.advance(event);
-        let before = cursors.as_ref().map(|c| c.before.as_str());
-        let after = cursors.as_ref().map(|c| c.after.as_str());
+        let cursors = self.advance(event, kind);
+        let before = cursors.before.as_deref();
+        let after = cursors.after.as_deref();
         if let Some(recover) = &mut self.recover
             && let Some(refused) = recover.refused.take()
         {
@@ -426,22 +428,33 @@ impl Delivery {
             }
             _ => dialect::render(event, &self.audience),
         };
-        let cursor = after.filter(|_| dialect::is_durable(kind));
         for frame in frames {
-            enqueue(out, &stamped(frame, cursor))?;
+            enqueue(out, &stamped(frame, after))?;
         }
         Ok(())
     }
 
-    /// In recover mode, moves the app's position to `event`; the cursors of its frames.
-    fn advance(&mut self, event: &pb::Event) -> Option<Cursors> {
-        let recover = self.recover.as_mut()?;
-        let index = self.topics.iter().position(|t| *t == event.topic)?;
-        let cursor = event.cursor?;
-        let before = recover.position.before(cursor).encode()?;
+    /// In recover mode, moves the app's position to `event`; the cursors its frames
+    /// carry: `after` for durable ones, `before` for a resync or a snapshot.
+    fn advance(&mut self, event: &pb::Event, kind: &Kind) -> Cursors {
+        let Some(recover) = self.recover.as_mut() else {
+            return Cursors::default();
+        };
+        let (Some(index), Some(cursor)) = (
+            self.topics.iter().position(|t| *t == event.topic),
+            event.cursor,
+        ) else {
+            return Cursors::default();
+        };
+        let starts_over = matches!(kind, Kind::ResyncRequired(_) | Kind::Snapshot(_));
+        let before = (starts_over || recover.refused.is_some())
+            .then(|| recover.position.before(cursor).encode())
+            .flatten();
         recover.position.advance(index, cursor);
-        let after = recover.position.encode()?;
-        Some(Cursors { before, after })
+        let after = dialect::is_durable(kind)
+            .then(|| recover.position.encode())
+            .flatten();
+        Cursors { before, after }
     }
 }
 
