@@ -73,6 +73,16 @@ pub struct Principal {
     pub expires_at: u64,
 }
 
+impl Principal {
+    /// How long the token is still valid (zero once expired).
+    pub fn time_left(&self) -> Duration {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Duration::from_secs(self.expires_at).saturating_sub(now)
+    }
+}
+
 /// Why a token was refused. The messages never contain the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {

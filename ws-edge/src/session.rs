@@ -197,7 +197,7 @@ impl Session {
         let shutdown = self.shutdown.clone();
         let mut stopping = std::pin::pin!(shutdown.cancelled());
         let mut expired = std::pin::pin!(tokio::time::sleep_until(timers::token_deadline(
-            self.principal.expires_at
+            self.principal.time_left()
         )));
         // Armed while the outbox is busy: by then the socket must have taken a batch.
         let mut stall = std::pin::pin!(tokio::time::sleep(WRITE_TIMEOUT));

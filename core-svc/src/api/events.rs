@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use futures::Stream;
 use logi::auth::Role;
@@ -218,12 +218,7 @@ impl EventService for EventApi {
         // carries thousands of apps on streams opened with one service token, and
         // cutting them all in the same second when it expires would send them all
         // back through the writer at once; the edge enforces each app's own expiry.
-        let expires_in = (p.role != Role::Service).then(|| {
-            UNIX_EPOCH
-                .checked_add(Duration::from_secs(p.expires_at))
-                .and_then(|exp| exp.duration_since(SystemTime::now()).ok())
-                .unwrap_or_default()
-        });
+        let expires_in = (p.role != Role::Service).then(|| p.time_left());
         tracing::debug!(principal = %p.id, topics = starts.len(), "subscribed");
         let options = Options {
             heads: r.heads,
@@ -384,6 +379,8 @@ fn events(
 #[cfg(test)]
 mod tests {
     use logi::auth::Principal;
+    use std::time::UNIX_EPOCH;
+
     use logi::pb::resync_required::Reason;
 
     use super::super::replay;
