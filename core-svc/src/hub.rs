@@ -316,10 +316,6 @@ impl Subscription {
         }
     }
 
-    pub fn watching(&self, topic: &str) -> bool {
-        self.topics.contains(topic)
-    }
-
     /// The next queued event if one is there now, without waiting.
     pub fn try_next(&mut self) -> Option<Next> {
         match self.rx.try_recv() {
