@@ -55,8 +55,13 @@ fuzz_target!(|data: &[u8]| {
                 vec![StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN]
             };
             assert!(expected.contains(&rejection.status), "{rejection:?}");
+            // The message may hold the token's text only where it would hold it
+            // anyway (a token that reads like the path or a route's name).
             if let Some(t) = token.filter(|t| t.len() >= 16) {
-                assert!(!rejection.message.contains(t), "the token was echoed");
+                let other = handshake::check(path, Some("placeholder.token.text"), &verifier);
+                let anyway = other.is_err_and(|r| r.message.contains(t))
+                    || path.contains(t);
+                assert!(anyway || !rejection.message.contains(t), "the token was echoed");
             }
         }
     }
