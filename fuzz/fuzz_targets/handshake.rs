@@ -59,9 +59,11 @@ fuzz_target!(|data: &[u8]| {
             // anyway (a token that reads like the path or a route's name).
             if let Some(t) = token.filter(|t| t.len() >= 16) {
                 let other = handshake::check(path, Some("placeholder.token.text"), &verifier);
-                let anyway = other.is_err_and(|r| r.message.contains(t))
-                    || path.contains(t);
-                assert!(anyway || !rejection.message.contains(t), "the token was echoed");
+                let anyway = other.is_err_and(|r| r.message.contains(t)) || path.contains(t);
+                assert!(
+                    anyway || !rejection.message.contains(t),
+                    "the token was echoed"
+                );
             }
         }
     }

@@ -33,10 +33,12 @@ fuzz_target!(|data: &[u8]| {
     let snapshot = match &event.kind {
         Some(Kind::Snapshot(s)) => Some(s.clone()),
         Some(Kind::BookingChanged(pb::BookingChanged { booking, .. }))
-        | Some(Kind::OfferClosed(pb::OfferClosed { booking, .. })) => booking.clone().map(|b| pb::Snapshot {
-            bookings: vec![b],
-            offers: Vec::new(),
-        }),
+        | Some(Kind::OfferClosed(pb::OfferClosed { booking, .. })) => {
+            booking.clone().map(|b| pb::Snapshot {
+                bookings: vec![b],
+                offers: Vec::new(),
+            })
+        }
         Some(Kind::BookingOffered(offer)) => Some(pb::Snapshot {
             bookings: Vec::new(),
             offers: vec![offer.clone()],
