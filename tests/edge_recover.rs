@@ -62,15 +62,7 @@ async fn a_rider_offline_while_its_trips_end_learns_it_on_reconnect() {
     service.verify(trip, "45", otp).await.unwrap();
     let done = service.complete(trip, "45").await.unwrap();
     let dropped = service.book("12", "car").await.unwrap().id;
-    service
-        .bookings
-        .cancel_booking(pb::CancelBookingRequest {
-            booking_id: dropped,
-            cancelled_by: pb::Canceller::User as i32,
-            reason: "plans changed".into(),
-        })
-        .await
-        .unwrap();
+    service.cancel(dropped, "plans changed").await.unwrap();
 
     let mut rider = edge.connect(RIDER, &token(Role::User, "12")).await;
     assert_eq!(

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod edge;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -189,6 +190,16 @@ impl Client {
             driver_id: driver.into(),
         };
         Ok(self.bookings.complete_trip(req).await?.into_inner())
+    }
+
+    /// Cancels as the booking's rider.
+    pub async fn cancel(&mut self, booking_id: u64, reason: &str) -> Result<pb::Booking, Status> {
+        let req = pb::CancelBookingRequest {
+            booking_id,
+            cancelled_by: pb::Canceller::User as i32,
+            reason: reason.into(),
+        };
+        Ok(self.bookings.cancel_booking(req).await?.into_inner())
     }
 
     /// The booking as this client may see it.

@@ -74,6 +74,11 @@ pub struct Config {
     #[arg(long, env = "LOGI_OUTBOUND_QUEUE", default_value_t = 256)]
     pub outbound_queue: usize,
 
+    /// Attach streams to core-svc, each on a connection of its own; every topic the
+    /// edge's apps read goes over one of them (1 to 64).
+    #[arg(long, env = "LOGI_ATTACHMENTS", default_value_t = 2)]
+    pub attachments: usize,
+
     /// How long a core-svc outage is bridged before clients are closed with 1012.
     #[arg(long, env = "LOGI_UPSTREAM_OUTAGE_LIMIT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub upstream_outage_limit: Duration,
@@ -137,6 +142,12 @@ impl Config {
         }
         if self.outbound_queue == 0 {
             return Err("LOGI_OUTBOUND_QUEUE must be at least 1".into());
+        }
+        if !(1..=64).contains(&self.attachments) {
+            return Err(format!(
+                "LOGI_ATTACHMENTS must be from 1 to 64, got {}",
+                self.attachments
+            ));
         }
         Ok(())
     }

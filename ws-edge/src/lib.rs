@@ -1,11 +1,13 @@
 //! ws-edge: the thin, stateless WebSocket process of Logi realtime.
 //!
 //! A mobile app connects to one of the routes with its JWT in `?token=`. The edge
-//! checks the token before the upgrade, opens ONE `EventService.Subscribe` stream on
-//! core-svc for the topics that principal may see (its first events are the app's
-//! snapshot, read at the cursor the live events follow), and turns each event into
-//! the exact JSON frame of the route's dialect. Drivers may push their position up the
-//! same socket. The edge keeps no state of its own beyond each connection.
+//! checks the token before the upgrade, registers the app on the topics that
+//! principal may see, and answers 101 once the app's snapshot is in (so whatever is
+//! committed after it is connected reaches it). Every topic the edge's apps read
+//! comes over a few `EventService.Attach` streams, ONE copy of each event per
+//! edge; each event is rendered once per dialect and audience and the same bytes
+//! go to every app that gets it. Drivers may push their position up the same
+//! socket. The edge keeps no state of its own beyond its connections.
 //!
 //! # Layout
 //! - [`config`]: flags and environment variables.
@@ -16,11 +18,14 @@
 //! - [`handshake`]: token check before the upgrade (401/403/404).
 //! - [`dialect`]: pure event → frame mapping, one module per dialect, and the
 //!   parsing of inbound frames.
-//! - [`upstream`]: the core-svc side: the service credential, Subscribe (snapshot
-//!   first) with resume and jittered backoff, location forwarding.
+//! - [`attach`]: the attachments to core-svc and their registry (topic → sessions).
+//! - [`inbox`]: a session's bounded inbox, filled by the attachments.
+//! - [`upstream`]: the core-svc side: the service credential, the connections, a
+//!   recover-mode app's own Subscribe feed (resume, jittered backoff), location
+//!   forwarding.
 //! - [`resume`]: the opt-in resume of apps: the cursor in their frames, `?since=`.
 //! - [`session`]: one connection, one task: the select loop over client frames,
-//!   upstream events, the outbox, pings, token expiry and shutdown.
+//!   the inbox, the outbox, pings, token expiry and shutdown.
 //! - [`timers`]: the heartbeat and the token's expiry.
 //! - [`outbox`]: a connection's bounded queue of frames, written in batches with
 //!   one flush each.
@@ -29,16 +34,20 @@
 //!
 //! # Data flow
 //! ```text
-//! core-svc ──Subscribe──▶ upstream ──Event──▶ session ──dialect::render──▶ outbox ──batch, flush──▶ socket
+//! core-svc ──Attach──▶ attach::link ──registry: render once──▶ inbox ──▶ session ──▶ outbox ──batch, flush──▶ socket
 //! socket ──▶ session ──dialect::parse_inbound──▶ upstream::forward_location ──UpdateDriverLocation──▶ core-svc
 //! ```
+//! An app that asks to resume (`?recover=1`, `?since=`) has a Subscribe stream of
+//! its own instead of the attachment: its replay and cursors are its own.
 
 pub mod accept;
 pub mod admission;
+pub mod attach;
 pub mod close;
 pub mod config;
 pub mod dialect;
 pub mod handshake;
+pub mod inbox;
 pub mod outbox;
 pub mod resume;
 pub mod route;

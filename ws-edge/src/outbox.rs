@@ -58,6 +58,11 @@ impl Outbox {
         Ok(())
     }
 
+    /// How many more frames [`Outbox::push`] takes.
+    pub fn room(&self) -> usize {
+        self.limit.saturating_sub(self.queue.len())
+    }
+
     /// Queues a frame of a snapshot, past the limit if need be: a snapshot is
     /// bounded by core-svc, and an app with many bookings is not a slow one.
     pub fn push_snapshot(&mut self, frame: Message) {

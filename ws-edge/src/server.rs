@@ -18,9 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::{self, PrincipalCaps, Slot, Slots};
+use crate::attach::Attachments;
 use crate::config::Config;
+use crate::inbox;
 use crate::resume;
-use crate::session::{Recover, Session, Settings};
+use crate::session::{self, Recover, Session, Settings, Source};
 use crate::upstream::{Credential, Feed, Upstream};
 use crate::{accept, handshake};
 
@@ -34,6 +36,9 @@ const WRITE_BUFFER: usize = 8 * 1024;
 /// writing waits for the socket, the outbox fills, and a client that is not reading
 /// is closed with 1013 instead of growing this buffer.
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
+
+/// How long a handshake waits for the app's snapshot through the attachment.
+const SNAPSHOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -73,6 +78,7 @@ pub fn bind(
 struct Edge {
     verifier: Arc<Verifier>,
     upstream: Upstream,
+    attachments: Attachments,
     settings: Settings,
     shutdown: CancellationToken,
     sessions: TaskTracker,
@@ -105,9 +111,18 @@ pub async fn run(
     };
     let upstream = Upstream::new(&config.core_url, credential, config.upstream_outage_limit)
         .map_err(ServeError::Config)?;
+    let links = TaskTracker::new();
+    let attachments = Attachments::start(
+        &upstream,
+        config.attachments,
+        config.upstream_outage_limit,
+        &shutdown,
+        &links,
+    );
     let edge = Edge {
         verifier,
         upstream,
+        attachments,
         settings: Settings {
             ping_interval: config.ping_interval,
             outbound_queue: config.outbound_queue,
@@ -147,6 +162,8 @@ pub async fn run(
     {
         tracing::warn!("grace period over: dropping the connections still open");
     }
+    links.close();
+    links.wait().await;
     tracing::info!("ws-edge stopped");
     Ok(())
 }
@@ -177,6 +194,14 @@ fn recover_mode(query: Option<&HashMap<String, String>>, topics: usize) -> Optio
         Some(Err(e)) => (resume::Position::new(topics), Some(e)),
     };
     Some(Recover { position, refused })
+}
+
+fn unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "core-svc is unavailable: retry shortly\n",
+    )
+        .into_response()
 }
 
 async fn upgrade(
@@ -214,8 +239,8 @@ async fn upgrade(
         );
         return (StatusCode::TOO_MANY_REQUESTS, message).into_response();
     };
-    // Subscribed before answering 101: once the app is connected its stream is
-    // live, and its snapshot comes first on it.
+    // Registered before answering 101: once the app is connected its snapshot is
+    // on its way, and everything after it follows.
     let topics: Vec<String> = route
         .topics(&principal)
         .iter()
@@ -231,15 +256,40 @@ async fn upgrade(
                 .collect()
         })
         .unwrap_or_default();
-    let mut feed = Feed::new(edge.upstream.clone(), topics.clone(), cursors);
-    if let Err(status) = feed.subscribe_now().await {
-        tracing::warn!(path, code = ?status.code(), message = status.message(), "core-svc unavailable at handshake");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "core-svc is unavailable: retry shortly\n",
-        )
-            .into_response();
-    }
+    let source = if recover.is_some() {
+        // An app resuming from its own cursor has a Subscribe stream of its own.
+        let mut feed = Feed::new(edge.upstream.clone(), topics.clone(), cursors);
+        if let Err(status) = feed.subscribe_now().await {
+            tracing::warn!(path, code = ?status.code(), message = status.message(), "core-svc unavailable at handshake");
+            return unavailable();
+        }
+        Source::Feed(Box::new(feed))
+    } else {
+        let audience = session::audience(route, &principal);
+        let membership = match edge.attachments.join(&topics, &audience, inbox::LIMIT) {
+            Ok(membership) => membership,
+            Err(_) => {
+                tracing::warn!(
+                    path,
+                    "core-svc unavailable at handshake: its attachment is down"
+                );
+                return unavailable();
+            }
+        };
+        // Answered once the snapshot is read, as a Subscribe's headers were: what
+        // is committed after the app is connected is sure to reach it.
+        match tokio::time::timeout(SNAPSHOT_TIMEOUT, membership.started()).await {
+            Ok(Ok(())) => Source::Attached(membership),
+            Ok(Err(ended)) => {
+                tracing::warn!(path, ?ended, "core-svc unavailable at handshake");
+                return unavailable();
+            }
+            Err(_) => {
+                tracing::warn!(path, "core-svc sent no snapshot in time at handshake");
+                return unavailable();
+            }
+        }
+    };
     let max = edge.settings.max_frame_bytes;
     let session = Session {
         route,
@@ -247,7 +297,6 @@ async fn upgrade(
         upstream: edge.upstream.clone(),
         settings: edge.settings.clone(),
         shutdown: edge.shutdown.clone(),
-        feed,
         topics,
         recover,
         held: (slot.map(|Extension(s)| s), hold),
@@ -263,7 +312,7 @@ async fn upgrade(
             // The session gets a task of its own, and axum's upgrade task ends here:
             // that task keeps its own copies of the socket and of this closure for as
             // long as the future it awaits runs, 4 KiB per connection.
-            sessions.spawn(session.run(socket));
+            sessions.spawn(session.run(source, socket));
             std::future::ready(())
         })
 }

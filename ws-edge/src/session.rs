@@ -1,7 +1,8 @@
 //! One WebSocket connection.
 //!
-//! One task per connection selects over the client's frames, the upstream [`Feed`]
-//! (polled as a cancel-safe stream), the [`Outbox`] of frames for the client
+//! One task per connection selects over the client's frames, its [`Source`] of
+//! frames (the inbox the edge's attachments fill, or in recover mode a [`Feed`] of
+//! its own), the [`Outbox`] of frames for the client
 //! (written in batches, one flush each), a ping timer, the token's expiry and
 //! shutdown. When the outbox is full the client is not reading fast enough: rather
 //! than buffer without limit, the connection is closed with 1013 and the app
@@ -9,11 +10,15 @@
 //! for [`WRITE_TIMEOUT`] is dropped, so a peer that stopped reading cannot hold the
 //! session forever.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::SinkExt;
+use futures::Stream;
 use futures::stream::{SplitStream, StreamExt};
 use logi::auth::{Principal, Role};
 use logi::id::Id;
@@ -24,9 +29,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::admission::{PrincipalHold, Slot};
+use crate::attach::Membership;
 use crate::close;
 use crate::dialect::inbound::Position;
 use crate::dialect::{self, Audience, inbound};
+use crate::inbox::{Ended, Item};
 use crate::outbox::{Outbox, Sink};
 use crate::resume;
 use crate::route::Route;
@@ -53,14 +60,61 @@ pub struct Session {
     pub upstream: Upstream,
     pub settings: Settings,
     pub shutdown: CancellationToken,
-    /// Subscribed before the upgrade; its first events are the snapshot.
-    pub feed: Feed,
     /// The route's topics, in the route's order.
     pub topics: Vec<String>,
     /// Set with `?recover=1` (or `?since=`).
     pub recover: Option<Recover>,
     /// The connection's place under the edge's limits, given back when the session ends.
     pub held: (Option<Slot>, PrincipalHold),
+}
+
+/// Where a session's frames come from; set up before the upgrade, so the app's
+/// snapshot is on its way when it is connected.
+pub enum Source {
+    /// The edge's attachments: frames rendered once for every app alike, and the
+    /// app's own snapshot.
+    Attached(Membership),
+    /// A Subscribe stream of its own, for an app in recover mode: its replay and
+    /// cursors are its own. Boxed: the feed is far larger, and rare.
+    Feed(Box<Feed>),
+}
+
+type Events = Pin<Box<dyn Stream<Item = Result<pb::Event, FeedEnd>> + Send>>;
+
+/// A [`Source`] being read.
+enum Incoming {
+    Attached(Membership),
+    Feed(Events),
+}
+
+impl Incoming {
+    fn new(source: Source) -> Self {
+        match source {
+            Source::Attached(membership) => Self::Attached(membership),
+            Source::Feed(feed) => Self::Feed(Box::pin((*feed).into_stream())),
+        }
+    }
+
+    /// What is there, at most `room` frames of it from the inbox. Cancel-safe.
+    fn poll_take(
+        &mut self,
+        cx: &mut Context<'_>,
+        room: usize,
+    ) -> Poll<Result<VecDeque<Item>, Ended>> {
+        match self {
+            Self::Attached(membership) => membership.inbox.poll_take(cx, room),
+            // Not held back by `room`: a full outbox closes a recover-mode app as
+            // slow, rather than making core-svc hold its events.
+            Self::Feed(events) => match events.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    Poll::Ready(Ok(VecDeque::from([Item::Event(Arc::new(event))])))
+                }
+                Poll::Ready(Some(Err(end))) => Poll::Ready(Err(Ended::Feed(end))),
+                Poll::Ready(None) => Poll::Ready(Err(Ended::Stopped)),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
 }
 
 /// The opt-in resume of an app: where it stands, and a `resync` frame owed to it.
@@ -133,7 +187,7 @@ fn enqueue(out: &mut Outbox, frame: &Value) -> Result<(), End> {
 
 impl Session {
     /// Serves the connection until either side ends it.
-    pub fn run(self, socket: WebSocket) -> impl Future<Output = ()> + Send {
+    pub fn run(self, source: Source, socket: WebSocket) -> impl Future<Output = ()> + Send {
         let span = tracing::info_span!(
             "ws",
             principal = %self.principal.id,
@@ -142,14 +196,19 @@ impl Session {
         );
         // Not an `async move` block inside an `async fn`: that would keep the
         // session twice in the task, once in each.
-        self.connected(socket).instrument(span)
+        self.connected(Incoming::new(source), socket)
+            .instrument(span)
     }
 
-    async fn connected(mut self, socket: WebSocket) {
+    async fn connected(mut self, mut source: Incoming, socket: WebSocket) {
         let (mut sink, mut incoming) = socket.split();
         let mut out = Outbox::new(self.settings.outbound_queue);
         tracing::debug!("connected");
-        let end = self.serve(&mut sink, &mut incoming, &mut out).await;
+        let end = self
+            .serve(&mut source, &mut sink, &mut incoming, &mut out)
+            .await;
+        // Off the topics before the goodbye, which may take a while.
+        drop(source);
         tracing::debug!(code = ?end.code, reason = %end.reason, "closing");
         let Some(code) = end.code else { return };
         let last_words = async {
@@ -177,15 +236,11 @@ impl Session {
 
     async fn serve(
         &mut self,
+        source: &mut Incoming,
         sink: &mut Sink,
         incoming: &mut SplitStream<WebSocket>,
         out: &mut Outbox,
     ) -> End {
-        let feed = std::mem::replace(
-            &mut self.feed,
-            Feed::new(self.upstream.clone(), Vec::new(), HashMap::new()),
-        );
-        let mut events = std::pin::pin!(feed.into_stream());
         let mut delivery = Delivery {
             audience: audience(self.route, &self.principal),
             topics: std::mem::take(&mut self.topics),
@@ -208,6 +263,7 @@ impl Session {
                 stall.as_mut().reset(Instant::now() + WRITE_TIMEOUT);
                 stall_armed = true;
             }
+            let room = out.room();
             // In this order: writing before taking in more, so the outbox does not
             // fill while the socket would take it (a random pick could pass over the
             // write branch often enough to fill a small outbox); the stall only when
@@ -263,21 +319,30 @@ impl Session {
                         }
                     }
                 },
-                // Events already buffered by HTTP/2 come without a wait: if they did
-                // not draw on the task's budget like the socket writes do, a burst
-                // would fill the outbox while those writes are put off, and a healthy
-                // client would be closed as slow.
-                event = tokio::task::coop::cooperative(events.next()) => match event {
-                    Some(Ok(event)) => {
-                        if let Err(end) = delivery.deliver(&event, out) {
-                            return end;
+                // Frames already waiting come without a wait: if they did not draw
+                // on the task's budget like the socket writes do, a burst would fill
+                // the outbox while those writes are put off, and a healthy client
+                // would be closed as slow.
+                taken = tokio::task::coop::cooperative(std::future::poll_fn(|cx| source.poll_take(cx, room))) => match taken {
+                    Ok(items) => {
+                        for item in items {
+                            let queued = match item {
+                                Item::Frame(text) | Item::Position { frame: text, .. } => {
+                                    out.push(Message::Text(text)).map_err(|_| End::slow())
+                                }
+                                Item::Event(event) => delivery.deliver(&event, out),
+                            };
+                            if let Err(end) = queued {
+                                return end;
+                            }
                         }
                     }
-                    Some(Err(end)) => {
+                    Err(Ended::Slow) => return End::slow(),
+                    Err(Ended::Feed(end)) => {
                         tracing::warn!(?end, "core-svc feed ended");
                         return End::close(end.close_code(), feed_end_reason(&end));
                     }
-                    None => return End::close(close::INTERNAL, "the event feed stopped, reconnect"),
+                    Err(Ended::Stopped) => return End::close(close::INTERNAL, "the event feed stopped, reconnect"),
                 },
             }
         }

@@ -83,6 +83,8 @@ fn header_value(token: &str) -> Result<MetadataValue<Ascii>, Status> {
 pub struct Upstream(Arc<Inner>);
 
 struct Inner {
+    /// Where core-svc is, for the attachments' connections of their own.
+    endpoint: Endpoint,
     channel: Channel,
     credential: Credential,
     /// The `authorization` value in use, and when a minted one is renewed. Minting
@@ -99,7 +101,7 @@ impl Upstream {
         credential: Credential,
         outage_limit: Duration,
     ) -> Result<Self, String> {
-        let channel = Endpoint::from_shared(core_url.to_owned())
+        let endpoint = Endpoint::from_shared(core_url.to_owned())
             .map_err(|e| format!("LOGI_CORE_URL {core_url:?}: {e}"))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
@@ -118,9 +120,10 @@ impl Upstream {
             // resubscribe at once. This connection carries one stream per app, so it
             // remembers as many cancellations as an edge holds apps.
             .http2_max_concurrent_reset_streams(MAX_REMEMBERED_RESETS)
-            .http2_max_local_error_reset_streams(MAX_REMEMBERED_RESETS)
-            .connect_lazy();
+            .http2_max_local_error_reset_streams(MAX_REMEMBERED_RESETS);
+        let channel = endpoint.connect_lazy();
         Ok(Self(Arc::new(Inner {
+            endpoint,
             channel,
             credential,
             header: Mutex::default(),
@@ -197,6 +200,30 @@ impl Upstream {
         Ok(tokio::time::timeout(CALL_TIMEOUT, client.subscribe(req))
             .await
             .map_err(|_| Status::unavailable("core-svc did not answer Subscribe in time"))??
+            .into_inner())
+    }
+
+    /// A connection of its own to core-svc (made when first used), for an
+    /// attachment: its stream then does not share a connection's window and
+    /// socket with everything else.
+    pub fn connection(&self) -> Channel {
+        self.0.endpoint.connect_lazy()
+    }
+
+    /// Opens an `EventService.Attach` stream on `channel`, sending `requests`.
+    ///
+    /// # Errors
+    /// The status core-svc answered, or UNAVAILABLE when it did not in time.
+    pub async fn attach(
+        &self,
+        channel: Channel,
+        requests: impl Stream<Item = pb::AttachRequest> + Send + 'static,
+    ) -> Result<Streaming<pb::EventBatch>, Status> {
+        let req = self.request(requests)?;
+        let mut client = EventServiceClient::new(channel);
+        Ok(tokio::time::timeout(CALL_TIMEOUT, client.attach(req))
+            .await
+            .map_err(|_| Status::unavailable("core-svc did not answer Attach in time"))??
             .into_inner())
     }
 

@@ -85,6 +85,9 @@ enum State {
         /// Live before, so what it held must still go out (a fresh snapshot).
         delivered: Option<u64>,
         generation: u64,
+        /// A fresh snapshot was asked for while a watch's start was read: it is
+        /// read once that start is sent.
+        refresh: bool,
     },
     Live {
         delivered: u64,
@@ -148,7 +151,7 @@ fn serve(
                             Next::Lagged | Next::Closed => break,
                         }
                     }
-                    if let Some(again) = finish(&mut topics, &mut held, read, &mut batch) {
+                    if let Some(again) = finish(&mut topics, &mut held, &mut generation, read, &mut batch) {
                         queued.push_back(again);
                     }
                 }
@@ -294,6 +297,7 @@ fn asked(
             held: Vec::new(),
             delivered: None,
             generation: *generation,
+            refresh: false,
         };
         if let Some(State::Starting { held: h, .. }) = topics.insert(w.topic.clone(), starting) {
             *held -= h.len();
@@ -301,28 +305,53 @@ fn asked(
         queued.push_back((*generation, Ask::Start(w, topic)));
     }
     for name in r.snapshot {
-        let Some(State::Live { delivered }) = topics.get(&name) else {
-            continue; // Not watched, or starting: its start brings a snapshot if asked.
+        let delivered = match topics.get_mut(&name) {
+            Some(State::Live { delivered }) => *delivered,
+            // A watch's start is being read (one resumed from a cursor brings no
+            // snapshot of its own): the snapshot is read once the start is sent.
+            Some(State::Starting {
+                delivered: None,
+                refresh,
+                ..
+            }) => {
+                *refresh = true;
+                continue;
+            }
+            // Not watched, or a snapshot is being read already: it serves this too.
+            _ => continue,
         };
-        let delivered = *delivered;
         let topic = Topic::parse(&name).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        *generation += 1;
-        let refreshing = State::Starting {
-            held: Vec::new(),
-            delivered: Some(delivered),
-            generation: *generation,
-        };
-        topics.insert(name.clone(), refreshing);
-        queued.push_back((*generation, Ask::Refresh(name, topic)));
+        queued.push_back(refreshing(topics, generation, name, topic, delivered));
     }
     Ok(())
 }
 
+/// Starts reading a fresh snapshot of the live `name`, sent up to `delivered`.
+fn refreshing(
+    topics: &mut HashMap<String, State>,
+    generation: &mut u64,
+    name: String,
+    topic: Topic,
+    delivered: u64,
+) -> (u64, Ask) {
+    *generation += 1;
+    let state = State::Starting {
+        held: Vec::new(),
+        delivered: Some(delivered),
+        generation: *generation,
+        refresh: false,
+    };
+    topics.insert(name.clone(), state);
+    (*generation, Ask::Refresh(name, topic))
+}
+
 /// A read start or snapshot is in: send it, then what was held back. A failed
-/// read comes back to be queued again (the topic stays starting, holding).
+/// read comes back to be queued again (the topic stays starting, holding), and so
+/// does a fresh snapshot asked for while a start was read.
 fn finish(
     topics: &mut HashMap<String, State>,
     held: &mut usize,
+    generation: &mut u64,
     read: Read,
     batch: &mut Vec<pb::Event>,
 ) -> Option<(u64, Ask)> {
@@ -348,6 +377,7 @@ fn finish(
     let Some(State::Starting {
         held: waiting,
         delivered,
+        refresh,
         ..
     }) = topics.remove(&read.topic)
     else {
@@ -387,6 +417,9 @@ fn finish(
             last = offset(&event);
             batch.push((*event).clone());
         }
+    }
+    if refresh && let Ok(topic) = Topic::parse(&read.topic) {
+        return Some(refreshing(topics, generation, read.topic, topic, last));
     }
     topics.insert(read.topic, State::Live { delivered: last });
     None
@@ -493,6 +526,7 @@ mod tests {
             held,
             delivered: Some(delivered * EPHEMERAL_SPAN),
             generation,
+            refresh: false,
         };
         HashMap::from([("admins".to_owned(), state)])
     }
@@ -510,7 +544,7 @@ mod tests {
         // Sent up to 3; 4 and 5 came while the snapshot (at 4) was read.
         let mut topics = refreshing(&[4, 5], 3, 7);
         let (mut held, mut batch) = (2, Vec::new());
-        assert!(finish(&mut topics, &mut held, refresh(4, 7), &mut batch).is_none());
+        assert!(finish(&mut topics, &mut held, &mut 9, refresh(4, 7), &mut batch).is_none());
         assert_eq!(offsets(&batch), [(4, false), (4, true), (5, false)]);
         assert_eq!(held, 0);
         assert!(
@@ -541,15 +575,42 @@ mod tests {
             *delivered = Some(3 * EPHEMERAL_SPAN + 5);
         }
         let (mut held, mut batch) = (0, Vec::new());
-        finish(&mut topics, &mut held, refresh(3, 1), &mut batch);
+        finish(&mut topics, &mut held, &mut 9, refresh(3, 1), &mut batch);
         assert_eq!(batch[0].cursor.unwrap().offset, 3 * EPHEMERAL_SPAN + 5);
+    }
+
+    #[test]
+    fn a_snapshot_asked_while_a_resumed_watch_starts_is_read_after_it() {
+        let starting = State::Starting {
+            held: Vec::new(),
+            delivered: None,
+            generation: 3,
+            refresh: true,
+        };
+        let mut topics = HashMap::from([("admins".to_owned(), starting)]);
+        let start = Read {
+            topic: "admins".into(),
+            generation: 3,
+            kind: ReadKind::Start(Ok(Started {
+                events: vec![event(5 * EPHEMERAL_SPAN)],
+                delivered: 5 * EPHEMERAL_SPAN,
+            })),
+        };
+        let (mut held, mut batch, mut generation) = (0, Vec::new(), 3);
+        let again = finish(&mut topics, &mut held, &mut generation, start, &mut batch);
+        assert_eq!(offsets(&batch), [(5, false)], "the replay goes out first");
+        assert!(matches!(again, Some((4, Ask::Refresh(..)))));
+        assert!(matches!(
+            topics["admins"],
+            State::Starting { delivered: Some(d), generation: 4, refresh: false, .. } if d == 5 * EPHEMERAL_SPAN
+        ));
     }
 
     #[test]
     fn a_read_overtaken_by_a_later_watch_is_ignored() {
         let mut topics = refreshing(&[4], 3, 8);
         let (mut held, mut batch) = (1, Vec::new());
-        assert!(finish(&mut topics, &mut held, refresh(4, 7), &mut batch).is_none());
+        assert!(finish(&mut topics, &mut held, &mut 9, refresh(4, 7), &mut batch).is_none());
         assert!(batch.is_empty());
         assert!(matches!(
             topics["admins"],
@@ -561,7 +622,7 @@ mod tests {
             generation: 8,
             kind: ReadKind::Refresh(Err((Error::Unavailable("busy".into()), Topic::Admins))),
         };
-        let again = finish(&mut topics, &mut held, failed, &mut batch);
+        let again = finish(&mut topics, &mut held, &mut 9, failed, &mut batch);
         assert!(matches!(again, Some((8, Ask::Refresh(..)))));
         assert_eq!(held, 1);
     }

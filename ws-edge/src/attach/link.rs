@@ -1,0 +1,144 @@
+//! One attachment's task: holds its `Attach` stream for as long as the edge runs.
+//!
+//! While the stream is up it selects over the registry's wish to ask for
+//! something (sent when the request channel has room) and the next batch from
+//! core-svc (dispatched at once). When the stream breaks, the link attaches again
+//! with jittered backoff and watches every topic again from its cursor, so the
+//! sessions see nothing of it. A break that retrying cannot fix (the service token
+//! refused), or an outage longer than the limit, ends every session's inbox: the
+//! apps are closed (1011, 1012) and reconnect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use logi::pb;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tonic::transport::Channel;
+
+use super::{DOWN, Shard, UP};
+use crate::close::{self, StreamEnd};
+use crate::inbox::Ended;
+use crate::upstream::{FeedEnd, Upstream, jitter};
+
+/// Requests in flight to the stream; more wait in the registry, coalesced.
+const REQUESTS: usize = 4;
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+pub struct Link {
+    pub index: usize,
+    pub shard: Arc<Shard>,
+    pub upstream: Upstream,
+    pub channel: Channel,
+    pub outage_limit: Duration,
+}
+
+/// The current outage, from its first failure.
+struct Outage {
+    since: Instant,
+    /// The sessions were told (their inboxes ended).
+    told: bool,
+}
+
+impl Link {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = FIRST_BACKOFF;
+        let mut outage: Option<Outage> = None;
+        loop {
+            let (status, was_up) = tokio::select! {
+                () = shutdown.cancelled() => return,
+                ended = self.attached() => ended,
+            };
+            if was_up {
+                backoff = FIRST_BACKOFF;
+                outage = None;
+            }
+            self.shard.set_status(DOWN);
+            let current = outage.get_or_insert_with(|| Outage {
+                since: Instant::now(),
+                told: false,
+            });
+            let wait = match close::on_stream_end(&status) {
+                StreamEnd::Close(_) => {
+                    tracing::error!(attachment = self.index, code = ?status.code(), message = status.message(), "core-svc refused the attachment");
+                    if !current.told {
+                        current.told = true;
+                        let why = Ended::Feed(FeedEnd::Refused(status));
+                        self.shard.registry().end_all(&why);
+                    }
+                    MAX_BACKOFF
+                }
+                StreamEnd::Resubscribe => {
+                    let left = self.outage_limit.saturating_sub(current.since.elapsed());
+                    if left.is_zero() && !current.told {
+                        current.told = true;
+                        tracing::warn!(attachment = self.index, code = ?status.code(), message = status.message(), "core-svc unreachable past the outage limit: closing its apps");
+                        let why = Ended::Feed(FeedEnd::Outage(status));
+                        self.shard.registry().end_all(&why);
+                    } else {
+                        tracing::debug!(attachment = self.index, code = ?status.code(), message = status.message(), "attachment broke; attaching again");
+                    }
+                    // Woken at the limit, so the apps hear of it then, not later.
+                    let wait = jitter(backoff);
+                    if current.told {
+                        wait
+                    } else {
+                        wait.min(left.max(Duration::from_millis(1)))
+                    }
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Attaches and serves the stream until it breaks: the status it broke with,
+    /// and whether it was up at all.
+    async fn attached(&self) -> (Status, bool) {
+        let (tx, rx) = mpsc::channel::<pb::AttachRequest>(REQUESTS);
+        let mut stream = match self
+            .upstream
+            .attach(self.channel.clone(), ReceiverStream::new(rx))
+            .await
+        {
+            Ok(stream) => stream,
+            Err(status) => return (status, false),
+        };
+        self.shard.registry().reattached();
+        self.shard.set_status(UP);
+        tracing::debug!(attachment = self.index, "attached");
+        let mut pending = true;
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shard.wanted.notified(), if !pending => pending = true,
+                permit = tx.reserve(), if pending => {
+                    let Ok(permit) = permit else {
+                        return (Status::unavailable("the attachment's requests were closed"), true);
+                    };
+                    let mut registry = self.shard.registry();
+                    if let Some(request) = registry.take_request() {
+                        permit.send(request);
+                    }
+                    pending = registry.has_requests();
+                }
+                message = stream.message() => match message {
+                    Ok(Some(batch)) => {
+                        if self.shard.registry().dispatch(batch.events) {
+                            pending = true;
+                        }
+                    }
+                    Ok(None) => return (Status::unavailable("core-svc ended the attachment"), true),
+                    Err(status) => return (status, true),
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The edge's attachments to core-svc: a few long-lived `EventService.Attach`
+//! streams carry every topic the edge's apps read, each topic's events once.
+//!
+//! # Shape
+//! - [`Attachments`]: the pool (`--attachments`, default 2). A topic always goes to
+//!   the same attachment (by a hash of its name), so its events stay in order.
+//! - [`Shard`]: one attachment's [`registry::Registry`] (topic → sessions) behind a
+//!   mutex, and the state of its link. Sessions join and leave under the lock; the
+//!   link dispatches each batch under it.
+//! - [`link`]: the task that holds the stream: it sends what the registry asks
+//!   for, dispatches what comes back, and when the stream breaks attaches again
+//!   (jittered backoff) and watches every topic again from its last cursor.
+//! - [`Membership`]: a session's place in the registries, and its
+//!   [`Inbox`]; dropping it leaves every topic.
+//!
+//! # Data flow
+//! ```text
+//! handshake ──join──▶ registry ──watch / snapshot──▶ link ──AttachRequest──▶ core-svc
+//! core-svc ──EventBatch──▶ link ──dispatch: render once per group──▶ inboxes ──▶ sessions
+//! ```
+//!
+//! # When a queue is full
+//! - A session's inbox: the app is closed with 1013 (see [`crate::inbox`]).
+//! - The link never waits for a session, so the stream is read as fast as batches
+//!   can be rendered; if the edge still falls behind, core-svc ends the stream with
+//!   RESOURCE_EXHAUSTED and the link attaches again from each topic's cursor:
+//!   durable events are replayed, positions in between are skipped (the next one
+//!   supersedes them).
+//! - Requests wait in the registry as per-topic flags (bounded by the topics
+//!   read), and go out as the stream takes them, at most
+//!   [`registry::MAX_WATCHES`] watches a message.
+
+pub mod link;
+pub mod registry;
+
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::dialect::Audience;
+use crate::inbox::{Ended, Inbox};
+use crate::upstream::Upstream;
+use registry::Registry;
+
+/// One attachment: its registry and how its link is doing.
+pub struct Shard {
+    registry: Mutex<Registry>,
+    /// The registry has something to ask for.
+    wanted: Notify,
+    status: AtomicU8,
+}
+
+const CONNECTING: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+impl Shard {
+    fn new() -> Self {
+        Self {
+            registry: Mutex::default(),
+            wanted: Notify::new(),
+            status: AtomicU8::new(CONNECTING),
+        }
+    }
+
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the link the registry has something to ask for.
+    fn want(&self) {
+        self.wanted.notify_one();
+    }
+
+    fn set_status(&self, status: u8) {
+        self.status.store(status, Ordering::Release);
+    }
+
+    /// Whether a new session can be served: the stream is up, or being made for
+    /// the first time. Down, the handshake is refused rather than left waiting.
+    pub fn available(&self) -> bool {
+        self.status.load(Ordering::Acquire) != DOWN
+    }
+}
+
+/// core-svc cannot be reached through an attachment a session needs.
+#[derive(Debug)]
+pub struct Unavailable;
+
+/// The edge's attachments.
+#[derive(Clone)]
+pub struct Attachments {
+    shards: Arc<[Arc<Shard>]>,
+}
+
+impl Attachments {
+    /// Starts `count` attachments (at least one), each on a connection of its own.
+    pub fn start(
+        upstream: &Upstream,
+        count: usize,
+        outage_limit: Duration,
+        shutdown: &CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Self {
+        let shards: Arc<[Arc<Shard>]> = (0..count.max(1)).map(|_| Arc::new(Shard::new())).collect();
+        for (index, shard) in shards.iter().enumerate() {
+            let link = link::Link {
+                index,
+                shard: shard.clone(),
+                upstream: upstream.clone(),
+                channel: upstream.connection(),
+                outage_limit,
+            };
+            tasks.spawn(link.run(shutdown.clone()));
+        }
+        Self { shards }
+    }
+
+    /// The attachment that carries `topic`.
+    pub fn shard(&self, topic: &str) -> &Arc<Shard> {
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(topic);
+        // The remainder is below the shard count, which is a usize.
+        let index = (hash % self.shards.len() as u64) as usize;
+        &self.shards[index]
+    }
+
+    /// Registers a session on `topics`: nothing is sent to it before each topic's
+    /// snapshot, and everything after (see [`Membership::started`]). Its inbox
+    /// holds at most `limit` frames.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when an attachment it needs is down.
+    pub fn join(
+        &self,
+        topics: &[String],
+        audience: &Audience,
+        limit: usize,
+    ) -> Result<Membership, Unavailable> {
+        let mut membership = Membership {
+            inbox: Inbox::new(topics.len(), limit),
+            topics: Vec::with_capacity(topics.len()),
+        };
+        for topic in topics {
+            let shard = self.shard(topic);
+            if !shard.available() {
+                return Err(Unavailable); // What was joined is left as `membership` drops.
+            }
+            if shard.registry().join(topic, &membership.inbox, audience) {
+                shard.want();
+            }
+            membership.topics.push((shard.clone(), topic.clone()));
+        }
+        Ok(membership)
+    }
+}
+
+/// A session's registration on its topics; dropped, it leaves them all.
+pub struct Membership {
+    pub inbox: Arc<Inbox>,
+    topics: Vec<(Arc<Shard>, String)>,
+}
+
+impl Membership {
+    /// Once every topic's snapshot is in the inbox: whatever is committed from
+    /// then on reaches the session.
+    ///
+    /// # Errors
+    /// Why the inbox ended meanwhile.
+    pub async fn started(&self) -> Result<(), Ended> {
+        std::future::poll_fn(|cx| self.inbox.poll_started(cx)).await
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        for (shard, topic) in &self.topics {
+            if shard.registry().leave(topic, &self.inbox) {
+                shard.want();
+            }
+        }
+    }
+}
