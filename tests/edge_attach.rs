@@ -236,3 +236,56 @@ async fn a_broken_attachment_is_attached_again_unseen_by_the_apps() {
     edge.stop().await;
     core.stop().await;
 }
+
+#[tokio::test]
+async fn drivers_positions_go_up_the_same_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+    let relay = spawn_proxy(core.addr).await;
+    let edge = spawn_edge(relay.addr, &["--attachments", "1"]).await;
+    let mut service = core.as_(Role::Service, "backend").await;
+    const TRIPS: u32 = 20;
+    let mut riders = Vec::new();
+    let mut drivers = Vec::new();
+    for i in 0..TRIPS {
+        service
+            .driver_online(&driver_id(i), "car", PICKUP.0, PICKUP.1)
+            .await;
+        let id = service.book(&rider_id(i), "car").await.unwrap().id;
+        service.accept(id, driver_id(i)).await.unwrap();
+        let mut rider = edge
+            .connect(
+                "/regular_user/ws/bookings/",
+                &token(Role::User, &rider_id(i)),
+            )
+            .await;
+        rider.take(2).await; // the snapshot: accepted, and the OTP
+        riders.push(rider);
+        let mut driver = edge
+            .connect("/driver/ws/bookings/", &token(Role::Driver, &driver_id(i)))
+            .await;
+        driver.next().await; // the snapshot: its accepted booking
+        drivers.push(driver);
+    }
+    for (i, driver) in drivers.iter_mut().enumerate() {
+        let lat = 37.0 + i as f64 / 1000.0;
+        driver
+            .send(&json!({"type": "location_update", "current_latitude": lat, "current_longitude": -122.4}).to_string())
+            .await;
+    }
+    for (i, rider) in riders.iter_mut().enumerate() {
+        let lat = 37.0 + i as f64 / 1000.0;
+        assert_eq!(
+            rider.next().await,
+            json!({"type": "location_update", "driver_id": 501 + i, "current_latitude": lat.to_string(),
+                   "current_longitude": "-122.4", "status": "accepted"})
+        );
+    }
+    assert_eq!(
+        relay.connections(),
+        1,
+        "positions went up the attachment's connection, not a call each"
+    );
+    edge.stop().await;
+    core.stop().await;
+}

@@ -294,7 +294,7 @@ async fn upgrade(
     let session = Session {
         route,
         principal,
-        upstream: edge.upstream.clone(),
+        attachments: edge.attachments.clone(),
         settings: edge.settings.clone(),
         shutdown: edge.shutdown.clone(),
         topics,

@@ -21,7 +21,6 @@ use futures::SinkExt;
 use futures::Stream;
 use futures::stream::{SplitStream, StreamExt};
 use logi::auth::{Principal, Role};
-use logi::id::Id;
 use logi::pb::{self, event::Kind};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -29,16 +28,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::admission::{PrincipalHold, Slot};
-use crate::attach::Membership;
+use crate::attach::{Attachments, Membership};
 use crate::close;
-use crate::dialect::inbound::Position;
 use crate::dialect::{self, Audience, inbound};
+use crate::inbox::{self, Inbox};
 use crate::inbox::{Ended, Item};
 use crate::outbox::{Outbox, Sink};
 use crate::resume;
 use crate::route::Route;
 use crate::timers::{self, Beat, Heartbeat};
-use crate::upstream::{Feed, FeedEnd, Upstream};
+use crate::upstream::{Feed, FeedEnd};
 
 /// A socket that takes no batch of frames for this long ends the connection; so
 /// does a snapshot, or a close, not written in this time.
@@ -57,7 +56,8 @@ pub struct Settings {
 pub struct Session {
     pub route: Route,
     pub principal: Principal,
-    pub upstream: Upstream,
+    /// Where the driver's positions go up.
+    pub attachments: Attachments,
     pub settings: Settings,
     pub shutdown: CancellationToken,
     /// The route's topics, in the route's order.
@@ -84,14 +84,25 @@ type Events = Pin<Box<dyn Stream<Item = Result<pb::Event, FeedEnd>> + Send>>;
 /// A [`Source`] being read.
 enum Incoming {
     Attached(Membership),
-    Feed(Events),
+    /// The feed, and an inbox of its own for the answers to the driver's positions.
+    Feed(Events, Arc<Inbox>),
 }
 
 impl Incoming {
     fn new(source: Source) -> Self {
         match source {
             Source::Attached(membership) => Self::Attached(membership),
-            Source::Feed(feed) => Self::Feed(Box::pin((*feed).into_stream())),
+            Source::Feed(feed) => {
+                Self::Feed(Box::pin((*feed).into_stream()), Inbox::new(0, inbox::LIMIT))
+            }
+        }
+    }
+
+    /// Where the answers to the driver's positions go.
+    fn inbox(&self) -> &Arc<Inbox> {
+        match self {
+            Self::Attached(membership) => &membership.inbox,
+            Self::Feed(_, inbox) => inbox,
         }
     }
 
@@ -105,14 +116,21 @@ impl Incoming {
             Self::Attached(membership) => membership.inbox.poll_take(cx, room),
             // Not held back by `room`: a full outbox closes a recover-mode app as
             // slow, rather than making core-svc hold its events.
-            Self::Feed(events) => match events.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(event))) => {
-                    Poll::Ready(Ok(VecDeque::from([Item::Event(Arc::new(event))])))
-                }
-                Poll::Ready(Some(Err(end))) => Poll::Ready(Err(Ended::Feed(end))),
-                Poll::Ready(None) => Poll::Ready(Err(Ended::Stopped)),
-                Poll::Pending => Poll::Pending,
+            Self::Feed(events, inbox) => match inbox.poll_take(cx, room) {
+                Poll::Pending => Self::poll_feed(events, cx),
+                ready => ready,
             },
+        }
+    }
+
+    fn poll_feed(events: &mut Events, cx: &mut Context<'_>) -> Poll<Result<VecDeque<Item>, Ended>> {
+        match events.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(event))) => {
+                Poll::Ready(Ok(VecDeque::from([Item::Event(Arc::new(event))])))
+            }
+            Poll::Ready(Some(Err(end))) => Poll::Ready(Err(Ended::Feed(end))),
+            Poll::Ready(None) => Poll::Ready(Err(Ended::Stopped)),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -257,7 +275,6 @@ impl Session {
         // Armed while the outbox is busy: by then the socket must have taken a batch.
         let mut stall = std::pin::pin!(tokio::time::sleep(WRITE_TIMEOUT));
         let mut stall_armed = false;
-        let mut gps = Gps::default();
         loop {
             if out.busy() && !stall_armed {
                 stall.as_mut().reset(Instant::now() + WRITE_TIMEOUT);
@@ -281,19 +298,11 @@ impl Session {
                     stall_armed = false;
                 }
                 () = &mut stall, if stall_armed => return End::stalled(),
-                answer = gps.done(&self.upstream, &self.principal.id), if gps.in_flight.is_some() => {
-                    if let Err(status) = answer {
-                        let error = dialect::error_frame(&close::location_error(&status));
-                        if let Err(end) = enqueue(out, &error) {
-                            return end;
-                        }
-                    }
-                }
                 message = incoming.next() => {
                     match message {
                         Some(Ok(Message::Text(text))) => {
                             heartbeat.answered();
-                            if let Err(end) = self.inbound(text.as_str(), &mut gps, out) {
+                            if let Err(end) = self.inbound(text.as_str(), source.inbox(), out) {
                                 return end;
                             }
                         }
@@ -361,62 +370,24 @@ impl Session {
         }
     }
 
-    /// Answers a malformed frame at once; a position goes to the [`Gps`] slot.
-    fn inbound(&self, text: &str, gps: &mut Gps, out: &mut Outbox) -> Result<(), End> {
+    /// Answers a malformed frame at once; a position goes to the driver's relay,
+    /// which answers a refusal through `inbox`.
+    fn inbound(&self, text: &str, inbox: &Arc<Inbox>, out: &mut Outbox) -> Result<(), End> {
         let refusal = match inbound::parse(self.route.dialect, text) {
             Err(e) => e.to_string(),
             Ok(_) if self.principal.role != Role::Driver => {
                 "only drivers may send their location".to_owned()
             }
             Ok(position) => {
-                gps.push(position, &self.upstream, &self.principal.id);
+                let driver = &self.principal.id;
+                self.attachments
+                    .relay(driver.as_str())
+                    .push(driver, position, inbox);
                 return Ok(());
             }
         };
         enqueue(out, &dialect::error_frame(&refusal))
     }
-}
-
-/// One UpdateDriverLocation call.
-type Call = std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::Status>> + Send>>;
-
-/// A driver's positions on their way to core-svc: one call in flight at a time,
-/// and the latest position waiting behind it (a newer one replaces it: only where
-/// the driver is now matters). The session's loop polls the call beside everything
-/// else, so a slow call never holds up the driver's offers, and pings faster than a
-/// round trip are folded into the latest.
-#[derive(Default)]
-struct Gps {
-    in_flight: Option<Call>,
-    waiting: Option<Position>,
-}
-
-impl Gps {
-    fn push(&mut self, at: Position, upstream: &Upstream, driver: &Id) {
-        if self.in_flight.is_none() {
-            self.in_flight = Some(call(upstream.clone(), driver.clone(), at));
-        } else {
-            self.waiting = Some(at);
-        }
-    }
-
-    /// The end of the call in flight; the waiting position, if any, goes next.
-    /// Cancel-safe: the call stays in the slot until it ends.
-    async fn done(&mut self, upstream: &Upstream, driver: &Id) -> Result<(), tonic::Status> {
-        let result = match self.in_flight.as_mut() {
-            Some(call) => call.await,
-            None => std::future::pending().await,
-        };
-        self.in_flight = self
-            .waiting
-            .take()
-            .map(|at| call(upstream.clone(), driver.clone(), at));
-        result
-    }
-}
-
-fn call(upstream: Upstream, driver: Id, at: Position) -> Call {
-    Box::pin(async move { upstream.forward_location(&driver, at).await })
 }
 
 fn feed_end_reason(end: &FeedEnd) -> &'static str {

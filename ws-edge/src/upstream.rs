@@ -7,7 +7,8 @@
 //! changes. [`Feed`] is one connection's event stream: it subscribes (the snapshot
 //! comes as the stream's first events), and when the stream breaks it subscribes
 //! again from the last cursor it handed out, with jittered backoff, until the
-//! outage limit. The session polls it in its own task.
+//! outage limit. The session polls it in its own task. The attachments' and
+//! location relays' streams are opened here too, each on a connection of its own.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,7 +17,6 @@ use std::time::{Duration, SystemTime};
 
 use futures::Stream;
 use logi::auth::{Role, Signer};
-use logi::id::Id;
 use logi::pb::location_service_client::LocationServiceClient;
 use logi::pb::{self, event_service_client::EventServiceClient};
 use tokio::time::Instant;
@@ -25,7 +25,6 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status, Streaming};
 
 use crate::close::{self, StreamEnd};
-use crate::dialect::inbound::Position;
 
 /// Lifetime of a minted service token; core-svc does not end `service` streams when
 /// it expires, so only new calls need a fresh one.
@@ -227,23 +226,26 @@ impl Upstream {
             .into_inner())
     }
 
-    /// Forwards a driver's position, the driver id taken from its token.
+    /// Opens a `LocationService.RelayDriverLocations` stream on `channel`,
+    /// sending `batches`.
     ///
     /// # Errors
-    /// The status core-svc answered.
-    pub async fn forward_location(&self, driver: &Id, at: Position) -> Result<(), Status> {
-        let mut req = self.request(pb::UpdateDriverLocationRequest {
-            driver_id: driver.to_string(),
-            latitude: at.latitude,
-            longitude: at.longitude,
-            heading: 0.0,
-            speed_mps: 0.0,
-        })?;
-        req.set_timeout(CALL_TIMEOUT);
-        LocationServiceClient::new(self.0.channel.clone())
-            .update_driver_location(req)
-            .await?;
-        Ok(())
+    /// The status core-svc answered, or UNAVAILABLE when it did not in time.
+    pub async fn relay_locations(
+        &self,
+        channel: Channel,
+        batches: impl Stream<Item = pb::LocationBatch> + Send + 'static,
+    ) -> Result<Streaming<pb::LocationBatchResult>, Status> {
+        let req = self.request(batches)?;
+        let mut client = LocationServiceClient::new(channel);
+        Ok(
+            tokio::time::timeout(CALL_TIMEOUT, client.relay_driver_locations(req))
+                .await
+                .map_err(|_| {
+                    Status::unavailable("core-svc did not answer RelayDriverLocations in time")
+                })??
+                .into_inner(),
+        )
     }
 
     /// Whether core-svc answers its health check within a second.

@@ -76,6 +76,10 @@ pub struct Args {
     /// Sustainable means p99 at most this, and nothing lost.
     #[arg(long, default_value_t = 20.0)]
     p99_bound_ms: f64,
+    /// Run against the one-process floor relay instead of the system (pings over
+    /// the drivers' sockets, riders in the channels dialect).
+    #[arg(long)]
+    floor: bool,
 }
 
 /// What the riders saw in the current phase.
@@ -158,10 +162,12 @@ async fn connect_riders(
         Dialect::Logi => "/ws",
     };
     let sockets = futures::stream::iter(trips.iter().map(|t| {
+        // `pair` is for the floor relay; the edge ignores it.
         let url = format!(
-            "ws://{}{path}?token={}",
+            "ws://{}{path}?token={}&pair={}",
             system.edge(),
-            system.token(Role::User, &t.rider)
+            system.token(Role::User, &t.rider),
+            t.index
         );
         async move {
             tokio_tungstenite::connect_async(url)
@@ -230,9 +236,10 @@ async fn senders(
             let mut sinks = Vec::new();
             for t in trips {
                 let url = format!(
-                    "ws://{}{route}?token={}",
+                    "ws://{}{route}?token={}&pair={}",
                     system.edge(),
-                    system.token(Role::Driver, &t.driver)
+                    system.token(Role::Driver, &t.driver),
+                    t.index
                 );
                 let (ws, _) = tokio_tungstenite::connect_async(url).await?;
                 let (mut sink, mut stream) = ws.split();
@@ -344,12 +351,7 @@ async fn phase(
         .expect("not poisoned")
         .take()
         .expect("set above");
-    let cpu: Vec<f64> = before
-        .iter()
-        .zip(&after)
-        .map(|(b, a)| a.cpu_secs - b.cpu_secs)
-        .collect();
-    let server_cpu: f64 = cpu.iter().sum();
+    let cpu = report::cpu_spent(&before, &after);
     Ok(json!({
         "offered_rate": rate,
         "sent": sent,
@@ -358,8 +360,8 @@ async fn phase(
         "lost": sent - p.unique.min(sent),
         "duplicated": p.duplicates,
         "latency": report::percentiles(&p.latency),
-        "cpu_secs": {"core_svc": cpu[0], "ws_edge": cpu[1..].iter().sum::<f64>(), "load_tool": tool},
-        "delivered_per_server_cpu_sec": if server_cpu > 0.0 { (p.unique as f64 / server_cpu).round() } else { 0.0 },
+        "cpu_secs": report::cpu_json(&cpu, tool),
+        "delivered_per_server_cpu_sec": report::per_cpu_sec(p.unique, &cpu),
     }))
 }
 
@@ -421,9 +423,19 @@ fn row(r: &Value) -> Vec<String> {
 /// # Errors
 /// When the system cannot be started or set up.
 pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
-    let system = System::start(edges, &[], &[])?;
-    eprintln!("setting up {} trips…", args.trips);
-    let trips = fixture::trips(&system, args.trips, true).await?;
+    if args.floor && (args.path != PingPath::Ws || args.dialect != Dialect::Channels) {
+        anyhow::bail!(
+            "--floor relays pings over the drivers' sockets to channels riders: add --path ws"
+        );
+    }
+    let (system, trips) = if args.floor {
+        (System::floor()?, fixture::unregistered(args.trips))
+    } else {
+        let system = System::start(edges, &[], &[])?;
+        eprintln!("setting up {} trips…", args.trips);
+        let trips = fixture::trips(&system, args.trips, true).await?;
+        (system, trips)
+    };
     let shared: Shared = Arc::new(Mutex::new(None));
     let frames = Arc::new(AtomicU64::new(0));
     connect_riders(
@@ -493,13 +505,20 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
     if !half.is_null() {
         rows.push(row(&half));
     }
-    let title = format!(
-        "location-fanout: {} trips, pings over {:?}, riders in {:?}, {} edge(s)",
-        args.trips,
-        args.path,
-        args.dialect,
-        system.edges.len()
-    );
+    let title = if args.floor {
+        format!(
+            "location-fanout: {} trips against the FLOOR relay (its CPU in the core column)",
+            args.trips
+        )
+    } else {
+        format!(
+            "location-fanout: {} trips, pings over {:?}, riders in {:?}, {} edge(s)",
+            args.trips,
+            args.path,
+            args.dialect,
+            system.edges.len()
+        )
+    };
     report::table(&title, &HEADERS, &rows);
     if args.sweep {
         match best {
@@ -515,6 +534,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
     }
     let result = json!({
         "scenario": "location-fanout",
+        "system": if args.floor { "floor" } else { "logi" },
         "trips": args.trips,
         "path": format!("{:?}", args.path),
         "dialect": format!("{:?}", args.dialect),
@@ -525,10 +545,11 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
         "highest_sustainable_rate": best,
         "at_half_the_highest": half,
     });
-    let name = if args.sweep {
-        "location-fanout-sweep"
-    } else {
-        "location-fanout"
+    let name = match (args.sweep, args.floor) {
+        (true, false) => "location-fanout-sweep",
+        (false, false) => "location-fanout",
+        (true, true) => "location-fanout-floor-sweep",
+        (false, true) => "location-fanout-floor",
     };
     let json_path = report::write_json(out, name, &result)?;
     let phases: Vec<&Value> = result["phases"].as_array().into_iter().flatten().collect();

@@ -29,6 +29,18 @@ pub fn place(i: usize) -> (f64, f64) {
     )
 }
 
+/// `n` trips named as [`trips`] names them, set up nowhere (for the floor relay).
+pub fn unregistered(n: usize) -> Vec<Trip> {
+    (0..n)
+        .map(|i| Trip {
+            index: i,
+            driver: format!("d{i}"),
+            rider: format!("r{i}"),
+            at: place(i),
+        })
+        .collect()
+}
+
 /// A service client of core-svc.
 ///
 /// # Errors

@@ -13,8 +13,11 @@
 //!   the open-file limit calls for.
 //! - [`fixture`]: trips set up through the gRPC API (drivers online, bookings
 //!   accepted) for scenarios to run on.
+//! - [`floor`]: the minimal one-process relay `location-fanout --floor` measures
+//!   beside the system.
 //! - one module per scenario: [`fanout`] (location fan-out, with `--sweep`),
-//!   [`lifecycle`], [`storm`] (connect storm), [`connections`] (idle clients and memory).
+//!   [`lifecycle`], [`admins`] (admin consoles), [`storm`] (connect storm),
+//!   [`connections`] (idle clients and memory).
 //!
 //! Fan-out latencies are measured from each ping's INTENDED send time on an
 //! open-loop schedule, so a stalled system shows up as latency instead of as fewer
@@ -23,9 +26,11 @@
 //! Everything is recorded in HdrHistograms; the tool's own CPU is reported beside
 //! the servers', since it shares the machine with them.
 
+pub mod admins;
 pub mod connections;
 pub mod fanout;
 pub mod fixture;
+pub mod floor;
 pub mod holder;
 pub mod lifecycle;
 pub mod procfs;
@@ -59,6 +64,8 @@ pub enum Scenario {
     LocationFanout(fanout::Args),
     /// Bookings through create → accept → verify OTP → complete, observed over WebSockets.
     Lifecycle(lifecycle::Args),
+    /// Admin consoles on `/ws` while drivers change status: frames per CPU-second.
+    AdminFanout(admins::Args),
     /// WebSocket handshakes per second, JWT verification included.
     ConnectStorm(storm::Args),
     /// N idle clients of every kind: memory per connected client.
@@ -66,6 +73,9 @@ pub enum Scenario {
     /// A load process of `connections` (started by it, not by hand).
     #[command(hide = true)]
     Hold(holder::Args),
+    /// The one-process floor relay of `location-fanout --floor` (started by it).
+    #[command(hide = true)]
+    Floor(floor::Args),
 }
 
 /// Runs a scenario.
@@ -80,9 +90,11 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
         match bench.scenario {
             Scenario::LocationFanout(a) => fanout::run(a, edges, out).await,
             Scenario::Lifecycle(a) => lifecycle::run(a, edges, out).await,
+            Scenario::AdminFanout(a) => admins::run(a, edges, out).await,
             Scenario::ConnectStorm(a) => storm::run(a, edges, out).await,
             Scenario::Connections(a) => connections::run(a, edges, out).await,
             Scenario::Hold(a) => holder::run(a).await,
+            Scenario::Floor(a) => floor::run(a).await,
         }
     };
     // Dropping the run (timeout, Ctrl-C) drops its System: the servers are stopped.

@@ -25,6 +25,30 @@ pub fn percentiles(h: &Histogram<u64>) -> Value {
     })
 }
 
+/// Each server process's CPU seconds between two readings (core-svc first).
+pub fn cpu_spent(before: &[super::procfs::Usage], after: &[super::procfs::Usage]) -> Vec<f64> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| a.cpu_secs - b.cpu_secs)
+        .collect()
+}
+
+/// The `cpu_secs` of a result: core-svc's (the first), the edges', the load tool's.
+pub fn cpu_json(cpu: &[f64], tool: f64) -> Value {
+    json!({"core_svc": cpu[0], "ws_edge": cpu[1..].iter().sum::<f64>(), "load_tool": tool})
+}
+
+/// Frames delivered per server CPU-second.
+pub fn per_cpu_sec(delivered: u64, cpu: &[f64]) -> f64 {
+    let server: f64 = cpu.iter().sum();
+    if server > 0.0 {
+        (delivered as f64 / server).round()
+    } else {
+        0.0
+    }
+}
+
 /// Prints rows under a title, columns padded.
 pub fn table(title: &str, headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();

@@ -1,6 +1,7 @@
 //! `connect-storm`: WebSocket handshakes per second, each with JWT verification
 //! (and the edge's subscribe and snapshot, as for any app connecting).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,7 +51,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
         let (tokens, edges, counter) = (tokens.clone(), edge_addrs.clone(), counter.clone());
         workers.push(tokio::spawn(async move {
             let mut latency = report::histogram();
-            let mut failed = 0u64;
+            let mut failed: BTreeMap<String, u64> = BTreeMap::new();
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed) as usize;
                 let path = format!(
@@ -63,19 +64,22 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
                         latency.saturating_record(t.elapsed().as_micros().max(1) as u64);
                         let _ = ws.close(None).await;
                     }
-                    Err(_) => failed += 1,
+                    Err(e) => *failed.entry(refusal(&e)).or_default() += 1,
                 }
             }
             (latency, failed)
         }));
     }
     let mut latency: Histogram<u64> = report::histogram();
-    let mut failed = 0;
+    let mut refused: BTreeMap<String, u64> = BTreeMap::new();
     for w in workers {
         let (l, f) = w.await?;
         latency.add(&l)?;
-        failed += f;
+        for (why, n) in f {
+            *refused.entry(why).or_default() += n;
+        }
     }
+    let failed: u64 = refused.values().sum();
     let elapsed = start.elapsed().as_secs_f64();
     let after = system.usage()?;
     let cpu: Vec<f64> = before
@@ -91,6 +95,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
         "duration_secs": elapsed,
         "handshakes": latency.len(),
         "failed": failed,
+        "refused_by_status": refused,
         "handshakes_per_sec": per_sec.round(),
         "latency": report::percentiles(&latency),
         "cpu_secs": {"core_svc": cpu[0], "ws_edge": cpu[1..].iter().sum::<f64>()},
@@ -125,9 +130,27 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
             format!("{:.2}", cpu[1..].iter().sum::<f64>()),
         ]],
     );
+    for (why, n) in &refused {
+        println!("  refused: {n} × {why}");
+    }
     println!(
         "wrote {}",
         report::write_json(out, "connect-storm", &result)?.display()
     );
     Ok(())
+}
+
+/// How a handshake failed, as counted: the HTTP status the edge answered, or the
+/// kind of error when there was none.
+fn refusal(e: &anyhow::Error) -> String {
+    use tokio_tungstenite::tungstenite::Error;
+    match e.downcast_ref::<Error>() {
+        Some(Error::Http(response)) => format!("HTTP {}", response.status().as_u16()),
+        Some(Error::Io(io)) => format!("io: {:?}", io.kind()),
+        Some(other) => format!("websocket: {other}"),
+        None => match e.downcast_ref::<std::io::Error>() {
+            Some(io) => format!("io: {:?}", io.kind()),
+            None => e.to_string(),
+        },
+    }
 }

@@ -75,9 +75,16 @@ fn binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Starts `bin` and waits for the log line `ready_marker`, whose `addr=` it returns.
-fn spawn(name: String, bin: &Path, args: &[String], secret: &str) -> anyhow::Result<Proc> {
+fn spawn(
+    name: String,
+    bin: &Path,
+    args: &[String],
+    secret: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Proc> {
     let child = Command::new(bin)
         .args(args)
+        .envs(env.iter().copied())
         .env("LOGI_JWT_SECRET", secret)
         // Only the start-up lines: per-call logs would cost the servers CPU we measure.
         .env(
@@ -126,6 +133,21 @@ impl System {
     /// # Errors
     /// When a binary is missing or does not become ready.
     pub fn start(edges: usize, core_args: &[&str], edge_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(edges, core_args, edge_args, &[])
+    }
+
+    /// Like [`System::start`], with environment variables for core-svc: settings
+    /// that older builds (benchmarked side by side) do not have are ignored there,
+    /// where a flag would stop them from starting.
+    ///
+    /// # Errors
+    /// When a binary is missing or does not become ready.
+    pub fn start_with(
+        edges: usize,
+        core_args: &[&str],
+        edge_args: &[&str],
+        core_env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let secret: String = (0..32)
             .map(|_| format!("{:02x}", rand::random::<u8>()))
@@ -138,7 +160,13 @@ impl System {
             db,
         ];
         args.extend(core_args.iter().map(|s| s.to_string()));
-        let core = spawn("core-svc".into(), &binary("core-svc")?, &args, &secret)?;
+        let core = spawn(
+            "core-svc".into(),
+            &binary("core-svc")?,
+            &args,
+            &secret,
+            core_env,
+        )?;
         let mut started: Vec<Proc> = Vec::new();
         for i in 0..edges.max(1) {
             // Several edges share one port (SO_REUSEPORT), the kernel spreading
@@ -161,12 +189,38 @@ impl System {
                 &binary("ws-edge")?,
                 &args,
                 &secret,
+                &[],
             )?);
         }
         Ok(Self {
             _dir: dir,
             core,
             edges: started,
+            signer: Signer::hs256(secret.as_bytes())?,
+            secret,
+        })
+    }
+
+    /// Starts the floor relay (see [`super::floor`]) in place of the system: one
+    /// process, which [`System::usage`] reports alone.
+    ///
+    /// # Errors
+    /// When it does not become ready.
+    pub fn floor() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let secret = "floor-relay-checks-no-token-000000".to_owned();
+        let args = ["bench".to_owned(), "floor".to_owned()];
+        let floor = spawn(
+            "floor".into(),
+            &std::env::current_exe()?,
+            &args,
+            &secret,
+            &[],
+        )?;
+        Ok(Self {
+            _dir: dir,
+            core: floor,
+            edges: Vec::new(),
             signer: Signer::hs256(secret.as_bytes())?,
             secret,
         })
@@ -191,8 +245,8 @@ impl System {
         self.procs().map(Proc::usage).collect()
     }
 
-    /// The address of the edges (one port, however many share it).
+    /// The address of the edges (one port, however many share it), or the floor's.
     pub fn edge(&self) -> SocketAddr {
-        self.edges[0].addr
+        self.edges.first().unwrap_or(&self.core).addr
     }
 }

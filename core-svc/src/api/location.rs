@@ -70,6 +70,35 @@ impl LocationApi {
     }
 }
 
+/// Positions per batch of RelayDriverLocations at most.
+pub const MAX_RELAY_BATCH: usize = 1024;
+
+pub type RelayStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::LocationBatchResult, Status>> + Send>>;
+
+impl LocationApi {
+    /// Applies one batch of an edge's relay; the refusals among it.
+    async fn relay_batch(
+        &self,
+        p: &Principal,
+        batch: pb::LocationBatch,
+    ) -> pb::LocationBatchResult {
+        let mut refused = Vec::new();
+        for (index, position) in batch.positions.into_iter().enumerate() {
+            if let Err(e) = self.apply(p, position).await {
+                let status = Status::from(e);
+                refused.push(pb::RefusedLocation {
+                    // At most MAX_RELAY_BATCH, checked before.
+                    index: index as u32,
+                    code: status.code() as i32,
+                    message: status.message().to_owned(),
+                });
+            }
+        }
+        pb::LocationBatchResult { refused }
+    }
+}
+
 #[tonic::async_trait]
 impl LocationService for LocationApi {
     async fn update_driver_location(
@@ -117,6 +146,45 @@ impl LocationService for LocationApi {
         Ok(Response::new(pb::StreamDriverLocationsResponse {
             accepted,
         }))
+    }
+
+    type RelayDriverLocationsStream = RelayStream;
+
+    async fn relay_driver_locations(
+        &self,
+        req: Request<Streaming<pb::LocationBatch>>,
+    ) -> Result<Response<RelayStream>, Status> {
+        let p = principal(&req)?;
+        if p.role != Role::Service {
+            return Err(Status::permission_denied(
+                "RelayDriverLocations is for ws-edge, with a service token: drivers use UpdateDriverLocation or StreamDriverLocations",
+            ));
+        }
+        let api = LocationApi(self.0.clone());
+        let mut batches = req.into_inner();
+        let shutdown = self.0.shutdown.clone();
+        let answers = async_stream::stream! {
+            loop {
+                let next = tokio::select! {
+                    () = shutdown.cancelled() => {
+                        yield Err(Status::unavailable("core-svc is shutting down: relay the next positions elsewhere"));
+                        return;
+                    }
+                    next = batches.next() => next,
+                };
+                // The edge closed its side, or went away.
+                let Some(Ok(batch)) = next else { return };
+                if batch.positions.len() > MAX_RELAY_BATCH {
+                    yield Err(Status::invalid_argument(format!(
+                        "a batch holds at most {MAX_RELAY_BATCH} positions, this one {}",
+                        batch.positions.len()
+                    )));
+                    return;
+                }
+                yield Ok(api.relay_batch(&p, batch).await);
+            }
+        };
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn get_driver_location(

@@ -12,6 +12,9 @@
 //!   (jittered backoff) and watches every topic again from its last cursor.
 //! - [`Membership`]: a session's place in the registries, and its
 //!   [`Inbox`]; dropping it leaves every topic.
+//! - [`relay`]: the drivers' positions from the sockets, up one
+//!   `RelayDriverLocations` stream per attachment (on its connection); a driver
+//!   always goes to the same one (by a hash of its id).
 //!
 //! # Data flow
 //! ```text
@@ -32,6 +35,7 @@
 
 pub mod link;
 pub mod registry;
+pub mod relay;
 
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -92,10 +96,17 @@ impl Shard {
 #[derive(Debug)]
 pub struct Unavailable;
 
-/// The edge's attachments.
+/// The edge's attachments, and beside each its location relay.
 #[derive(Clone)]
 pub struct Attachments {
     shards: Arc<[Arc<Shard>]>,
+    relays: Arc<[Arc<relay::Relay>]>,
+}
+
+fn pick<'a, T>(all: &'a [T], key: &str) -> &'a T {
+    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+    // The remainder is below the length, which is a usize.
+    &all[(hash % all.len() as u64) as usize]
 }
 
 impl Attachments {
@@ -107,26 +118,36 @@ impl Attachments {
         shutdown: &CancellationToken,
         tasks: &TaskTracker,
     ) -> Self {
-        let shards: Arc<[Arc<Shard>]> = (0..count.max(1)).map(|_| Arc::new(Shard::new())).collect();
-        for (index, shard) in shards.iter().enumerate() {
+        let count = count.max(1);
+        let shards: Arc<[Arc<Shard>]> = (0..count).map(|_| Arc::new(Shard::new())).collect();
+        let relays: Arc<[Arc<relay::Relay>]> = (0..count).map(|_| Arc::default()).collect();
+        for (index, (shard, relay)) in shards.iter().zip(relays.iter()).enumerate() {
+            let channel = upstream.connection();
             let link = link::Link {
                 index,
                 shard: shard.clone(),
                 upstream: upstream.clone(),
-                channel: upstream.connection(),
+                channel: channel.clone(),
                 outage_limit,
             };
             tasks.spawn(link.run(shutdown.clone()));
+            tasks.spawn(
+                relay
+                    .clone()
+                    .run(upstream.clone(), channel, shutdown.clone()),
+            );
         }
-        Self { shards }
+        Self { shards, relays }
     }
 
     /// The attachment that carries `topic`.
     pub fn shard(&self, topic: &str) -> &Arc<Shard> {
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(topic);
-        // The remainder is below the shard count, which is a usize.
-        let index = (hash % self.shards.len() as u64) as usize;
-        &self.shards[index]
+        pick(&self.shards[..], topic)
+    }
+
+    /// The relay that carries `driver`'s positions.
+    pub fn relay(&self, driver: &str) -> &Arc<relay::Relay> {
+        pick(&self.relays[..], driver)
     }
 
     /// Registers a session on `topics`: nothing is sent to it before each topic's

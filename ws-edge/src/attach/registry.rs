@@ -328,8 +328,12 @@ fn deliver(entry: &mut Entry, event: &pb::Event) {
     entry.groups.retain(|g| !g.members.is_empty());
 }
 
-/// An event's frames for `audience`, as the text every session of its group is sent.
+/// An event's frames for `audience`, as the text every session of its group is
+/// sent: straight to text for the hottest ones.
 pub fn render(event: &pb::Event, audience: &Audience) -> Vec<Utf8Bytes> {
+    if let Some(frames) = dialect::text::render(event, audience) {
+        return frames.into_iter().map(Utf8Bytes::from).collect();
+    }
     dialect::render(event, audience)
         .iter()
         .map(|frame| Utf8Bytes::from(frame.to_string()))

@@ -10,6 +10,7 @@ pub mod channels;
 mod golden;
 pub mod inbound;
 pub mod logi;
+pub mod text;
 
 use ::logi::auth::Role;
 use ::logi::id::Id;
