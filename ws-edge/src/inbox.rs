@@ -50,6 +50,8 @@ pub enum Ended {
 /// every app had a stream of its own). Queued, a frame is a pointer to bytes shared
 /// by every app that gets it.
 pub const LIMIT: usize = 4096;
+/// The largest emptied queue an inbox keeps for reuse.
+const KEPT_CAPACITY: usize = 64;
 
 #[derive(Debug)]
 pub struct Inbox {
@@ -188,6 +190,19 @@ impl Inbox {
             state.waker = Some(cx.waker().clone());
         }
         Poll::Pending
+    }
+
+    /// Takes back a queue the session emptied, so the next frames do not need a
+    /// new one (a queue a burst made large is dropped instead).
+    pub fn give_back(&self, mut spare: VecDeque<Item>) {
+        if spare.capacity() > KEPT_CAPACITY {
+            return;
+        }
+        spare.clear();
+        let mut state = self.state();
+        if state.items.is_empty() && state.items.capacity() < spare.capacity() {
+            state.items = spare;
+        }
     }
 
     /// Ready once every topic's snapshot has come: from then on, whatever any of

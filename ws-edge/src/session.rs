@@ -25,7 +25,6 @@ use logi::pb::{self, event::Kind};
 use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::admission::{PrincipalHold, Slot};
 use crate::attach::{Attachments, Membership};
@@ -104,6 +103,11 @@ impl Incoming {
             Self::Attached(membership) => &membership.inbox,
             Self::Feed(_, inbox) => inbox,
         }
+    }
+
+    /// Hands back the queue of a take, emptied, for the next one.
+    fn give_back(&self, spare: VecDeque<Item>) {
+        self.inbox().give_back(spare);
     }
 
     /// What is there, at most `room` frames of it from the inbox. Cancel-safe.
@@ -205,29 +209,25 @@ fn enqueue(out: &mut Outbox, frame: &Value) -> Result<(), End> {
 
 impl Session {
     /// Serves the connection until either side ends it.
+    ///
+    /// No span around the session: entering and leaving one at every wake-up
+    /// showed in the fan-out profile; its few log lines name the principal instead.
     pub fn run(self, source: Source, socket: WebSocket) -> impl Future<Output = ()> + Send {
-        let span = tracing::info_span!(
-            "ws",
-            principal = %self.principal.id,
-            role = self.principal.role.as_str(),
-            route = ?self.route.dialect,
-        );
         // Not an `async move` block inside an `async fn`: that would keep the
         // session twice in the task, once in each.
         self.connected(Incoming::new(source), socket)
-            .instrument(span)
     }
 
     async fn connected(mut self, mut source: Incoming, socket: WebSocket) {
         let (mut sink, mut incoming) = socket.split();
         let mut out = Outbox::new(self.settings.outbound_queue);
-        tracing::debug!("connected");
+        tracing::debug!(principal = %self.principal.id, role = self.principal.role.as_str(), route = ?self.route.dialect, "connected");
         let end = self
             .serve(&mut source, &mut sink, &mut incoming, &mut out)
             .await;
         // Off the topics before the goodbye, which may take a while.
         drop(source);
-        tracing::debug!(code = ?end.code, reason = %end.reason, "closing");
+        tracing::debug!(principal = %self.principal.id, code = ?end.code, reason = %end.reason, "closing");
         let Some(code) = end.code else { return };
         let last_words = async {
             if end.drains() {
@@ -272,13 +272,19 @@ impl Session {
         let mut expired = std::pin::pin!(tokio::time::sleep_until(timers::token_deadline(
             self.principal.time_left()
         )));
-        // Armed while the outbox is busy: by then the socket must have taken a batch.
+        // Since when the busy outbox waits for the socket to take a batch; by
+        // WRITE_TIMEOUT after that it must have. The timer is set only when it is
+        // not set already, and checked when it fires: not moved at every write.
+        let mut waiting_since: Option<Instant> = None;
         let mut stall = std::pin::pin!(tokio::time::sleep(WRITE_TIMEOUT));
         let mut stall_armed = false;
         loop {
-            if out.busy() && !stall_armed {
-                stall.as_mut().reset(Instant::now() + WRITE_TIMEOUT);
-                stall_armed = true;
+            if out.busy() {
+                let since = *waiting_since.get_or_insert_with(Instant::now);
+                if !stall_armed {
+                    stall.as_mut().reset(since + WRITE_TIMEOUT);
+                    stall_armed = true;
+                }
             }
             let room = out.room();
             // In this order: writing before taking in more, so the outbox does not
@@ -295,9 +301,14 @@ impl Session {
                     if written.is_err() {
                         return End::gone();
                     }
-                    stall_armed = false;
+                    waiting_since = None;
                 }
-                () = &mut stall, if stall_armed => return End::stalled(),
+                () = &mut stall, if stall_armed => {
+                    stall_armed = false;
+                    if waiting_since.is_some_and(|since| since.elapsed() >= WRITE_TIMEOUT) {
+                        return End::stalled();
+                    }
+                }
                 message = incoming.next() => {
                     match message {
                         Some(Ok(Message::Text(text))) => {
@@ -333,8 +344,8 @@ impl Session {
                 // the outbox while those writes are put off, and a healthy client
                 // would be closed as slow.
                 taken = tokio::task::coop::cooperative(std::future::poll_fn(|cx| source.poll_take(cx, room))) => match taken {
-                    Ok(items) => {
-                        for item in items {
+                    Ok(mut items) => {
+                        while let Some(item) = items.pop_front() {
                             let queued = match item {
                                 Item::Frame(text) | Item::Position { frame: text, .. } => {
                                     out.push(Message::Text(text)).map_err(|_| End::slow())
@@ -345,10 +356,11 @@ impl Session {
                                 return end;
                             }
                         }
+                        source.give_back(items);
                     }
                     Err(Ended::Slow) => return End::slow(),
                     Err(Ended::Feed(end)) => {
-                        tracing::warn!(?end, "core-svc feed ended");
+                        tracing::warn!(principal = %self.principal.id, ?end, "core-svc feed ended");
                         return End::close(end.close_code(), feed_end_reason(&end));
                     }
                     Err(Ended::Stopped) => return End::close(close::INTERNAL, "the event feed stopped, reconnect"),
@@ -437,7 +449,7 @@ impl Delivery {
                     // core-svc's history no longer reaches our cursor (its database
                     // was replaced or restored): events may be missing, so the app
                     // starts over.
-                    tracing::warn!(detail = %r.detail, "resync required: closing so the app reconnects");
+                    tracing::warn!(principal = %self.audience.principal, detail = %r.detail, "resync required: closing so the app reconnects");
                     return Err(End::close(
                         close::SERVICE_RESTART,
                         "core-svc's history was reset, reconnect",
