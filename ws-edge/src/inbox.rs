@@ -5,12 +5,10 @@
 //! events a session renders itself (its snapshot, a resync) arrive whole. The
 //! session takes what is there in one go, as much as its outbox has room for.
 //!
-//! A driver's position replaces the one of the same booking still waiting here:
-//! only where the driver is now matters, so a burst of positions is written as
-//! one frame. The app is too slow, and the inbox ends with [`Ended::Slow`] (a 1013
-//! close, its frames dropped), when more than `limit` frames came since the
-//! session last took any (superseded positions count: an app that takes nothing
-//! is closed, whatever its frames are).
+//! Every frame is kept, positions too: an app that falls behind gets its frames
+//! late rather than some of them never. It is too slow, and the inbox ends with
+//! [`Ended::Slow`] (a 1013 close, its frames dropped), when more than `limit`
+//! frames wait for it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -26,9 +24,6 @@ use crate::upstream::FeedEnd;
 pub enum Item {
     /// A frame rendered once for every session of its dialect and audience.
     Frame(Utf8Bytes),
-    /// A driver's position during the trip `booking`: the same, superseded by the
-    /// next one of that booking.
-    Position { booking: u64, frame: Utf8Bytes },
     /// An event this session renders itself: its snapshot, or a resync.
     Event(Arc<pb::Event>),
 }
@@ -62,9 +57,7 @@ pub struct Inbox {
 #[derive(Debug, Default)]
 struct State {
     items: VecDeque<Item>,
-    /// Frames that came since the session last took any and are still in
-    /// `items` or were superseded there (events are not counted: one per topic
-    /// start).
+    /// Frames among `items` (events are not counted: one per topic start).
     frames: usize,
     waker: Option<Waker>,
     ended: Option<Ended>,
@@ -108,32 +101,6 @@ impl Inbox {
         state.wake();
     }
 
-    /// Queues a driver's position during `booking`, in place of the one of the
-    /// same booking still waiting.
-    pub fn push_position(&self, booking: u64, frame: &Utf8Bytes) {
-        let mut state = self.state();
-        if state.ended.is_some() {
-            return;
-        }
-        if state.frames >= self.limit {
-            state.slow();
-            return;
-        }
-        state.frames += 1;
-        let superseded = state
-            .items
-            .iter()
-            .rposition(|i| matches!(i, Item::Position { booking: b, .. } if *b == booking));
-        if let Some(at) = superseded {
-            state.items.remove(at);
-        }
-        state.items.push_back(Item::Position {
-            booking,
-            frame: frame.clone(),
-        });
-        state.wake();
-    }
-
     /// Queues an event for the session to render.
     pub fn push_event(&self, event: Arc<pb::Event>) {
         let mut state = self.state();
@@ -169,12 +136,7 @@ impl Inbox {
             } else {
                 state.items.drain(..room).collect()
             };
-            // What was superseded is forgotten with the take.
-            state.frames = state
-                .items
-                .iter()
-                .filter(|i| !matches!(i, Item::Event(_)))
-                .count();
+            state.frames -= taken.iter().filter(|i| matches!(i, Item::Frame(_))).count();
             return Poll::Ready(Ok(taken));
         }
         if state.items.is_empty()
@@ -254,7 +216,7 @@ mod tests {
         items
             .iter()
             .map(|i| match i {
-                Item::Frame(t) | Item::Position { frame: t, .. } => t.as_str(),
+                Item::Frame(t) => t.as_str(),
                 Item::Event(_) => "event",
             })
             .collect()
@@ -304,30 +266,6 @@ mod tests {
             take(&inbox, 8),
             Poll::Ready(Err(Ended::Feed(FeedEnd::Outage(_))))
         ));
-    }
-
-    #[test]
-    fn a_position_replaces_the_waiting_one_of_its_booking_and_goes_last() {
-        let inbox = Inbox::new(1, 100);
-        inbox.push_position(7, &"p1".into());
-        inbox.push_frames(&["status".into()]);
-        inbox.push_position(8, &"q1".into());
-        for n in 2..98 {
-            inbox.push_position(7, &format!("p{n}").into());
-        }
-        assert!(!inbox.ended(), "within the limit");
-        let Poll::Ready(Ok(items)) = take(&inbox, 8) else {
-            panic!("ready")
-        };
-        let texts = texts(&items);
-        assert_eq!(texts, ["status", "q1", "p97"]);
-        assert_eq!(inbox.state().frames, 0);
-        // The superseded count until the session takes: one that takes nothing
-        // is slow even if only positions come.
-        for n in 0..=100 {
-            inbox.push_position(7, &format!("p{n}").into());
-        }
-        assert!(matches!(take(&inbox, 8), Poll::Ready(Err(Ended::Slow))));
     }
 
     #[test]

@@ -347,9 +347,7 @@ impl Session {
                     Ok(mut items) => {
                         while let Some(item) = items.pop_front() {
                             let queued = match item {
-                                Item::Frame(text) | Item::Position { frame: text, .. } => {
-                                    out.push(Message::Text(text)).map_err(|_| End::slow())
-                                }
+                                Item::Frame(text) => out.push(Message::Text(text)).map_err(|_| End::slow()),
                                 Item::Event(event) => delivery.deliver(&event, out),
                             };
                             if let Err(end) = queued {

@@ -313,14 +313,7 @@ fn deliver(entry: &mut Entry, event: &pb::Event) {
             };
             if !m.waiting {
                 let frames = frames.get_or_insert_with(|| render(event, &group.audience));
-                match &event.kind {
-                    Some(Kind::DriverLocation(l)) => {
-                        for frame in frames.iter() {
-                            inbox.push_position(l.booking_id, frame);
-                        }
-                    }
-                    _ => inbox.push_frames(frames),
-                }
+                inbox.push_frames(frames);
             }
             true
         });
@@ -408,7 +401,7 @@ mod tests {
         take(inbox)
             .iter()
             .map(|item| match item {
-                Item::Frame(text) | Item::Position { frame: text, .. } => {
+                Item::Frame(text) => {
                     let frame: serde_json::Value = serde_json::from_str(text).unwrap();
                     format!("booking {}", frame["message"]["booking_id"])
                 }

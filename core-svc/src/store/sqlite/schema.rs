@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::error::Error;
@@ -22,10 +23,14 @@ const STATEMENTS: usize = 64;
 /// [`Error::Storage`] when the file cannot be opened.
 pub fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, Error> {
     let conn = Connection::open_with_flags(path, flags)?;
-    // Every statement we run stays prepared: there are about 30 of them, and with
-    // rusqlite's default of 16 the busiest (a snapshot's) were parsed again and
-    // again, which the connect-storm profile showed as a tenth of core-svc's CPU.
+    // Every statement we run stays prepared: there are about 30 of them, more than
+    // rusqlite keeps by default (16). And a prepared statement stays as it was
+    // planned: the bundled SQLite (STAT4) would otherwise plan a statement again
+    // whenever a value it looked at while planning is bound anew, which the
+    // connect-storm profile showed as a tenth of core-svc's CPU (a snapshot's
+    // query, re-parsed at every step for its `updated_at >= ?`).
     conn.set_prepared_statement_cache_capacity(STATEMENTS);
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // FULL: a commit is on disk before its events are published, so a power loss can
