@@ -36,7 +36,12 @@
 //! GPS positions do not touch the database on their way: the registry keeps the
 //! latest one, moves the driver in the spatial index, and, during a trip, the hub
 //! publishes an ephemeral event to the rider's topic. [`liveness`] saves them
-//! behind, a batch every few seconds.
+//! behind, a batch every few seconds. Edges relay their drivers' positions in
+//! batches on one `RelayDriverLocations` stream each.
+//!
+//! Edges read events on `EventService.Attach`: one stream per edge attachment,
+//! one hub subscription behind it for every topic the edge watches, each topic's
+//! events sent once (see the `attach` module of [`api`]).
 //!
 //! # Offsets
 //! Durable events of a topic are numbered 1, 2, 3… in the `topics` table; their
