@@ -1,5 +1,6 @@
-//! Event → frame, for every dialect, route and role: never a panic, and every
-//! frame a JSON object with a "type" that serializes and reads back the same.
+//! Event → frame, for every dialect, route and role: never a panic, every frame a
+//! JSON object with a "type" that serializes and reads back the same, and the
+//! frames written straight to text (positions) the very text of the dialect's own.
 //!
 //! Input: a first byte choosing how the event is made (even: the rest decoded as
 //! protobuf, as it arrives from core-svc; odd: built field by field from the rest,
@@ -46,8 +47,16 @@ fuzz_target!(|data: &[u8]| {
         _ => None,
     };
     for audience in logi_fuzz::audiences() {
-        for frame in dialect::render(&event, &audience) {
-            check(&frame, &audience);
+        let frames = dialect::render(&event, &audience);
+        for frame in &frames {
+            check(frame, &audience);
+        }
+        if let Some(text) = dialect::text::render(&event, &audience) {
+            let slow: Vec<String> = frames.iter().map(Value::to_string).collect();
+            assert_eq!(
+                text, slow,
+                "straight to text differs from the dialect's frame"
+            );
         }
         if let Some(s) = &snapshot {
             for frame in dialect::snapshot(s, &event.topic, &audience) {
