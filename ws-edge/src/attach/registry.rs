@@ -112,11 +112,16 @@ impl Registry {
         };
         match entry.groups.iter_mut().find(|g| g.key == key) {
             Some(group) => group.members.push(member),
-            None => entry.groups.push(Group {
-                key,
-                audience: audience.clone(),
-                members: vec![member],
-            }),
+            None => {
+                // Most topics have one group (and one reader) for good: room for
+                // exactly that, not the four a first push would make.
+                entry.groups.reserve_exact(1);
+                entry.groups.push(Group {
+                    key,
+                    audience: audience.clone(),
+                    members: vec![member],
+                });
+            }
         }
         // A Snapshot already on its way serves this session too.
         if entry.refreshing || entry.dirty {
