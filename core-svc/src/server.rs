@@ -161,10 +161,10 @@ pub async fn run(
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        // A ws-edge carries one Subscribe stream per connected app on one HTTP/2
-        // connection. When this server restarts under thousands of apps, every edge
-        // resubscribes them all at once, and apps that leave meanwhile cancel
-        // streams this server has not taken up yet. Past this many such
+        // A ws-edge carries a Subscribe stream per app in recover mode on one HTTP/2
+        // connection (and any client may carry many). When this server restarts
+        // under thousands of them, every edge resubscribes them all at once, and
+        // apps that leave meanwhile cancel streams this server has not taken up yet. Past this many such
         // cancellations pending at once, h2 ends the whole connection (its guard
         // against "rapid reset" floods; its default is 20), cutting off every other
         // app on that edge. Still a bound, and core-svc is not exposed to the

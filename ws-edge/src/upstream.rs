@@ -107,17 +107,19 @@ impl Upstream {
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true)
-            // Every connection's stream shares this one HTTP/2 connection: a generous
-            // connection window keeps a few briefly stalled streams from holding up
-            // the others, a modest stream window bounds what each may hold.
+            // Recover-mode apps' streams share this connection (each attachment
+            // has one of its own): a generous connection window keeps a few
+            // briefly stalled streams from holding up the others, a modest stream
+            // window bounds what each may hold.
             .initial_connection_window_size(32 * 1024 * 1024)
             .initial_stream_window_size(1024 * 1024)
             // Each app that leaves cancels its stream. h2 remembers only a few
             // cancelled streams (so frames still in flight on them are ignored); when
             // thousands leave at once the rest count as protocol errors, and after 1024
             // of those h2 tears the whole connection down, forcing every session to
-            // resubscribe at once. This connection carries one stream per app, so it
-            // remembers as many cancellations as an edge holds apps.
+            // resubscribe at once. This connection carries a stream per app in
+            // recover mode, so it remembers as many cancellations as an edge holds
+            // apps.
             .http2_max_concurrent_reset_streams(MAX_REMEMBERED_RESETS)
             .http2_max_local_error_reset_streams(MAX_REMEMBERED_RESETS);
         let channel = endpoint.connect_lazy();

@@ -70,6 +70,14 @@ impl Readers {
             result
         })
         .await
-        .map_err(|e| Error::storage_from("read task failed", e))?
+        .map_err(|e| {
+            if e.is_cancelled() {
+                // The runtime is going down with reads still queued: not a storage
+                // failure, and not worth an error line for each of them.
+                Error::Unavailable("core-svc is shutting down".into())
+            } else {
+                Error::storage_from("read task failed", e)
+            }
+        })?
     }
 }
