@@ -1,5 +1,6 @@
 //! The HTTP side: WebSocket routes (checked before the upgrade), `/healthz` (the
-//! process is up) and `/readyz` (core-svc answers its health check).
+//! process is up) and `/readyz` (every attachment is up and core-svc answers its
+//! health check).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -169,7 +170,7 @@ pub async fn run(
 }
 
 async fn readyz(State(edge): State<Edge>) -> Response {
-    if edge.upstream.ready().await {
+    if edge.attachments.ready() && edge.upstream.ready().await {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (

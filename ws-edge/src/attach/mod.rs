@@ -140,6 +140,14 @@ impl Attachments {
         Self { shards, relays }
     }
 
+    /// Whether every attachment's stream is up (for `/readyz`: an edge with one
+    /// down refuses the apps of its topics).
+    pub fn ready(&self) -> bool {
+        self.shards
+            .iter()
+            .all(|s| s.status.load(Ordering::Acquire) == UP)
+    }
+
     /// The attachment that carries `topic`.
     pub fn shard(&self, topic: &str) -> &Arc<Shard> {
         pick(&self.shards[..], topic)
