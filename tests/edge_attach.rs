@@ -111,10 +111,10 @@ async fn two_hundred_apps_on_fifty_topics_share_one_attachment() {
     core.stop().await;
 }
 
-/// Rider i's booking, accepted by driver i.
-async fn trips(service: &mut Client) -> Vec<u64> {
+/// For each of the first `n` riders, its booking, accepted by driver i.
+async fn trips(service: &mut Client, n: u32) -> Vec<u64> {
     let mut ids = Vec::new();
-    for i in 0..RIDERS {
+    for i in 0..n {
         service
             .driver_online(&driver_id(i), "car", PICKUP.0, PICKUP.1)
             .await;
@@ -155,7 +155,7 @@ async fn a_core_restart_mid_trip_shows_in_no_app_of_two_hundred() {
     let addr = core.addr;
     let edge = spawn_edge(addr, &["--attachments", "1"]).await;
     let mut service = core.as_(Role::Service, "backend").await;
-    let ids = trips(&mut service).await;
+    let ids = trips(&mut service, RIDERS).await;
     let mut riders = connect_riders(&edge).await;
     snapshots(&mut riders).await;
 
@@ -245,14 +245,10 @@ async fn drivers_positions_go_up_the_same_connection() {
     let edge = spawn_edge(relay.addr, &["--attachments", "1"]).await;
     let mut service = core.as_(Role::Service, "backend").await;
     const TRIPS: u32 = 20;
+    trips(&mut service, TRIPS).await;
     let mut riders = Vec::new();
     let mut drivers = Vec::new();
     for i in 0..TRIPS {
-        service
-            .driver_online(&driver_id(i), "car", PICKUP.0, PICKUP.1)
-            .await;
-        let id = service.book(&rider_id(i), "car").await.unwrap().id;
-        service.accept(id, driver_id(i)).await.unwrap();
         let mut rider = edge
             .connect(
                 "/regular_user/ws/bookings/",

@@ -182,8 +182,8 @@ impl Inbox {
         Poll::Pending
     }
 
-    /// Whether the inbox was ended (for the registry, to skip it).
-    pub fn ended(&self) -> bool {
+    #[cfg(test)]
+    fn ended(&self) -> bool {
         self.state().ended.is_some()
     }
 }

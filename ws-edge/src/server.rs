@@ -13,7 +13,7 @@ use axum::extract::{Extension, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use logi::auth::Verifier;
+use logi::auth::{Principal, Verifier};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,6 +23,7 @@ use crate::attach::Attachments;
 use crate::config::Config;
 use crate::inbox;
 use crate::resume;
+use crate::route::Route;
 use crate::session::{self, Recover, Session, Settings, Source};
 use crate::upstream::{Credential, Feed, Upstream};
 use crate::{accept, handshake};
@@ -197,6 +198,42 @@ fn recover_mode(query: Option<&HashMap<String, String>>, topics: usize) -> Optio
     Some(Recover { position, refused })
 }
 
+/// Where an app's frames will come from, set up before its upgrade is answered;
+/// why not, when core-svc cannot serve it now.
+async fn source(
+    edge: &Edge,
+    route: Route,
+    principal: &Principal,
+    topics: &[String],
+    recover: Option<&Recover>,
+) -> Result<Source, String> {
+    if let Some(recover) = recover {
+        // An app resuming from its own cursor has a Subscribe stream of its own.
+        let cursors = recover
+            .position
+            .resume(topics)
+            .map(|(t, c)| (t.clone(), c))
+            .collect();
+        let mut feed = Feed::new(edge.upstream.clone(), topics.to_vec(), cursors);
+        feed.subscribe_now()
+            .await
+            .map_err(|s| format!("Subscribe: {:?}, {}", s.code(), s.message()))?;
+        return Ok(Source::Feed(Box::new(feed)));
+    }
+    let audience = session::audience(route, principal);
+    let membership = edge
+        .attachments
+        .join(topics, &audience, inbox::LIMIT)
+        .map_err(|_| "its attachment is down".to_owned())?;
+    // Answered once the snapshot is read, as a Subscribe's headers were: what is
+    // committed after the app is connected is sure to reach it.
+    match tokio::time::timeout(SNAPSHOT_TIMEOUT, membership.started()).await {
+        Ok(Ok(())) => Ok(Source::Attached(membership)),
+        Ok(Err(ended)) => Err(format!("{ended:?}")),
+        Err(_) => Err("no snapshot came in time".to_owned()),
+    }
+}
+
 fn unavailable() -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
@@ -248,47 +285,11 @@ async fn upgrade(
         .map(ToString::to_string)
         .collect();
     let recover = recover_mode(query.as_ref().ok().map(|q| &q.0), topics.len());
-    let cursors = recover
-        .as_ref()
-        .map(|r| {
-            r.position
-                .resume(&topics)
-                .map(|(t, c)| (t.clone(), c))
-                .collect()
-        })
-        .unwrap_or_default();
-    let source = if recover.is_some() {
-        // An app resuming from its own cursor has a Subscribe stream of its own.
-        let mut feed = Feed::new(edge.upstream.clone(), topics.clone(), cursors);
-        if let Err(status) = feed.subscribe_now().await {
-            tracing::warn!(path, code = ?status.code(), message = status.message(), "core-svc unavailable at handshake");
+    let source = match source(&edge, route, &principal, &topics, recover.as_ref()).await {
+        Ok(source) => source,
+        Err(why) => {
+            tracing::warn!(path, reason = %why, "core-svc unavailable at handshake");
             return unavailable();
-        }
-        Source::Feed(Box::new(feed))
-    } else {
-        let audience = session::audience(route, &principal);
-        let membership = match edge.attachments.join(&topics, &audience, inbox::LIMIT) {
-            Ok(membership) => membership,
-            Err(_) => {
-                tracing::warn!(
-                    path,
-                    "core-svc unavailable at handshake: its attachment is down"
-                );
-                return unavailable();
-            }
-        };
-        // Answered once the snapshot is read, as a Subscribe's headers were: what
-        // is committed after the app is connected is sure to reach it.
-        match tokio::time::timeout(SNAPSHOT_TIMEOUT, membership.started()).await {
-            Ok(Ok(())) => Source::Attached(membership),
-            Ok(Err(ended)) => {
-                tracing::warn!(path, ?ended, "core-svc unavailable at handshake");
-                return unavailable();
-            }
-            Err(_) => {
-                tracing::warn!(path, "core-svc sent no snapshot in time at handshake");
-                return unavailable();
-            }
         }
     };
     let max = edge.settings.max_frame_bytes;

@@ -35,8 +35,6 @@ const TOKEN_FILE_CHECK: Duration = Duration::from_secs(5);
 const MAX_REMEMBERED_RESETS: usize = 100_000;
 /// Deadline of unary calls to core-svc.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub enum Credential {
@@ -198,10 +196,7 @@ impl Upstream {
             snapshots: true,
         })?;
         let mut client = EventServiceClient::new(self.0.channel.clone());
-        Ok(tokio::time::timeout(CALL_TIMEOUT, client.subscribe(req))
-            .await
-            .map_err(|_| Status::unavailable("core-svc did not answer Subscribe in time"))??
-            .into_inner())
+        opened("Subscribe", client.subscribe(req)).await
     }
 
     /// A connection of its own to core-svc (made when first used), for an
@@ -222,10 +217,7 @@ impl Upstream {
     ) -> Result<Streaming<pb::EventBatch>, Status> {
         let req = self.request(requests)?;
         let mut client = EventServiceClient::new(channel);
-        Ok(tokio::time::timeout(CALL_TIMEOUT, client.attach(req))
-            .await
-            .map_err(|_| Status::unavailable("core-svc did not answer Attach in time"))??
-            .into_inner())
+        opened("Attach", client.attach(req)).await
     }
 
     /// Opens a `LocationService.RelayDriverLocations` stream on `channel`,
@@ -240,14 +232,7 @@ impl Upstream {
     ) -> Result<Streaming<pb::LocationBatchResult>, Status> {
         let req = self.request(batches)?;
         let mut client = LocationServiceClient::new(channel);
-        Ok(
-            tokio::time::timeout(CALL_TIMEOUT, client.relay_driver_locations(req))
-                .await
-                .map_err(|_| {
-                    Status::unavailable("core-svc did not answer RelayDriverLocations in time")
-                })??
-                .into_inner(),
-        )
+        opened("RelayDriverLocations", client.relay_driver_locations(req)).await
     }
 
     /// Whether core-svc answers its health check within a second.
@@ -293,7 +278,7 @@ pub struct Feed {
     stream: Option<Streaming<pb::Event>>,
     /// Set on the first failure of the current outage; cleared by a subscription.
     down_since: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
 }
 
 impl Feed {
@@ -309,7 +294,7 @@ impl Feed {
             cursors,
             stream: None,
             down_since: None,
-            backoff: FIRST_BACKOFF,
+            backoff: Backoff::default(),
         }
     }
 
@@ -327,7 +312,7 @@ impl Feed {
     fn subscribed(&mut self, stream: Streaming<pb::Event>) {
         self.stream = Some(stream);
         self.down_since = None;
-        self.backoff = FIRST_BACKOFF;
+        self.backoff.reset();
     }
 
     /// Subscribes if not subscribed, waiting out failures with backoff.
@@ -352,10 +337,7 @@ impl Feed {
             return Err(FeedEnd::Outage(status));
         }
         tracing::debug!(code = ?status.code(), message = status.message(), "core-svc stream broke; resubscribing");
-        // Jittered: the sessions of an edge all lose their streams at the same
-        // moment, and should not all come back in the same one.
-        tokio::time::sleep(jitter(self.backoff).min(left)).await;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        tokio::time::sleep(self.backoff.wait().min(left)).await;
         Ok(())
     }
 
@@ -423,9 +405,50 @@ impl Feed {
     }
 }
 
+/// A stream's opening call, answered within [`CALL_TIMEOUT`] or UNAVAILABLE.
+async fn opened<T>(
+    rpc: &str,
+    call: impl Future<Output = Result<tonic::Response<Streaming<T>>, Status>>,
+) -> Result<Streaming<T>, Status> {
+    Ok(tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .map_err(|_| Status::unavailable(format!("core-svc did not answer {rpc} in time")))??
+        .into_inner())
+}
+
 /// A wait between `d / 2` and `d`, drawn afresh each time.
 pub fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::random_range(0.5..=1.0))
+}
+
+/// The waits between attempts to reach core-svc again: 50 ms doubling up to 2 s,
+/// each jittered (an edge's streams all break at the same moment, and should not
+/// all come back in the same one).
+#[derive(Debug)]
+pub struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(50);
+    /// The longest wait.
+    pub const MAX: Duration = Duration::from_secs(2);
+
+    /// The wait before the next attempt; the one after is twice as long.
+    pub fn wait(&mut self) -> Duration {
+        let wait = jitter(self.0);
+        self.0 = (self.0 * 2).min(Self::MAX);
+        wait
+    }
+
+    /// An attempt succeeded: the next outage starts from the first wait.
+    pub fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Self::FIRST)
+    }
 }
 
 #[cfg(test)]
@@ -516,5 +539,20 @@ mod tests {
         let waits: Vec<Duration> = (0..64).map(|_| jitter(d)).collect();
         assert!(waits.iter().all(|w| *w >= d / 2 && *w <= d));
         assert!(waits.iter().any(|w| *w != waits[0]), "not all the same");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_starts_over_when_reset() {
+        let mut backoff = Backoff::default();
+        let ceilings = [50, 100, 200, 400, 800, 1600, 2000, 2000].map(Duration::from_millis);
+        for ceiling in ceilings {
+            let wait = backoff.wait();
+            assert!(
+                wait >= ceiling / 2 && wait <= ceiling,
+                "{wait:?} for {ceiling:?}"
+            );
+        }
+        backoff.reset();
+        assert!(backoff.wait() <= Duration::from_millis(50));
     }
 }

@@ -53,7 +53,6 @@ struct Seen {
     drivers: usize,
     /// Per console, per driver: frames so far.
     counts: Vec<Vec<u32>>,
-    /// Changes made so far, per driver.
     latency: Histogram<u64>,
     delivered: u64,
     duplicates: u64,

@@ -22,12 +22,10 @@ use tonic::transport::Channel;
 use super::{DOWN, Shard, UP};
 use crate::close::{self, StreamEnd};
 use crate::inbox::Ended;
-use crate::upstream::{FeedEnd, Upstream, jitter};
+use crate::upstream::{Backoff, FeedEnd, Upstream};
 
 /// Requests in flight to the stream; more wait in the registry, coalesced.
 const REQUESTS: usize = 4;
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 pub struct Link {
     pub index: usize,
@@ -46,7 +44,7 @@ struct Outage {
 
 impl Link {
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::default();
         let mut outage: Option<Outage> = None;
         loop {
             let (status, was_up) = tokio::select! {
@@ -54,7 +52,7 @@ impl Link {
                 ended = self.attached() => ended,
             };
             if was_up {
-                backoff = FIRST_BACKOFF;
+                backoff.reset();
                 outage = None;
             }
             self.shard.set_status(DOWN);
@@ -70,7 +68,7 @@ impl Link {
                         let why = Ended::Feed(FeedEnd::Refused(status));
                         self.shard.registry().end_all(&why);
                     }
-                    MAX_BACKOFF
+                    Backoff::MAX
                 }
                 StreamEnd::Resubscribe => {
                     let left = self.outage_limit.saturating_sub(current.since.elapsed());
@@ -83,7 +81,7 @@ impl Link {
                         tracing::debug!(attachment = self.index, code = ?status.code(), message = status.message(), "attachment broke; attaching again");
                     }
                     // Woken at the limit, so the apps hear of it then, not later.
-                    let wait = jitter(backoff);
+                    let wait = backoff.wait();
                     if current.told {
                         wait
                     } else {
@@ -95,7 +93,6 @@ impl Link {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 

@@ -88,7 +88,11 @@ impl Shard {
     /// Whether a new session can be served: the stream is up, or being made for
     /// the first time. Down, the handshake is refused rather than left waiting.
     pub fn available(&self) -> bool {
-        self.status.load(Ordering::Acquire) != DOWN
+        self.status() != DOWN
+    }
+
+    fn status(&self) -> u8 {
+        self.status.load(Ordering::Acquire)
     }
 }
 
@@ -143,9 +147,7 @@ impl Attachments {
     /// Whether every attachment's stream is up (for `/readyz`: an edge with one
     /// down refuses the apps of its topics).
     pub fn ready(&self) -> bool {
-        self.shards
-            .iter()
-            .all(|s| s.status.load(Ordering::Acquire) == UP)
+        self.shards.iter().all(|s| s.status() == UP)
     }
 
     /// The attachment that carries `topic`.

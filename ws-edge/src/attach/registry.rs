@@ -229,24 +229,17 @@ impl Registry {
                     entry.cursor = Some(cursor);
                     continue;
                 }
-                Kind::Snapshot(_) => {
+                // A Snapshot starts the sessions waiting for one; a refused
+                // cursor's ResyncRequired goes to those already there (what
+                // follows starts the topic over for them).
+                Kind::Snapshot(_) | Kind::ResyncRequired(_) => {
+                    let snapshot = matches!(kind, Kind::Snapshot(_));
                     entry.cursor = Some(cursor);
-                    entry.refreshing = false;
+                    entry.refreshing &= !snapshot;
                     let event = Arc::new(event);
                     each_member(entry, |m, inbox| {
-                        if m.waiting {
+                        if m.waiting == snapshot {
                             m.waiting = false;
-                            inbox.push_event(event.clone());
-                        }
-                    });
-                    unwatched |= self.forget_if_empty(&event.topic);
-                }
-                // The cursor was refused: what follows starts the topic over.
-                Kind::ResyncRequired(_) => {
-                    entry.cursor = Some(cursor);
-                    let event = Arc::new(event);
-                    each_member(entry, |m, inbox| {
-                        if !m.waiting {
                             inbox.push_event(event.clone());
                         }
                     });
@@ -281,11 +274,13 @@ impl Registry {
     }
 
     /// Whether anyone reads `topic`.
+    #[cfg(test)]
     pub fn watched(&self, topic: &str) -> bool {
         self.topics.contains_key(topic)
     }
 
     /// Sessions reading `topic`.
+    #[cfg(test)]
     pub fn readers(&self, topic: &str) -> usize {
         self.topics
             .get(topic)

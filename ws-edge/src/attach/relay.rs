@@ -17,7 +17,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use logi::id::Id;
@@ -31,14 +30,12 @@ use tonic::{Code, Status};
 use crate::close;
 use crate::dialect::{self, inbound::Position};
 use crate::inbox::Inbox;
-use crate::upstream::{Upstream, jitter};
+use crate::upstream::{Backoff, Upstream};
 
 /// Positions per batch at most (core-svc takes up to 1024).
 pub const MAX_BATCH: usize = 512;
 /// Batches sent and not yet answered at most.
 pub const IN_FLIGHT: usize = 4;
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// One relay stream's waiting positions.
 #[derive(Default)]
@@ -113,21 +110,20 @@ impl Relay {
         channel: Channel,
         shutdown: CancellationToken,
     ) {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::default();
         loop {
             let (status, was_up) = tokio::select! {
                 () = shutdown.cancelled() => return,
                 ended = self.relayed(&upstream, &channel) => ended,
             };
             if was_up {
-                backoff = FIRST_BACKOFF;
+                backoff.reset();
             }
             tracing::debug!(code = ?status.code(), message = status.message(), "location relay broke; opening it again");
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(jitter(backoff)) => {}
+                () = tokio::time::sleep(backoff.wait()) => {}
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
