@@ -126,9 +126,17 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sets a driver's status, vehicle type and active trip as committed.
+    /// Sets a driver's status, vehicle type and active trip as committed, unless
+    /// the registry already holds a newer version of them.
     pub fn apply(&self, driver: &Driver) {
         let mut inner = self.lock();
+        if inner
+            .drivers
+            .get(&driver.id)
+            .is_some_and(|e| e.driver.version > driver.version)
+        {
+            return;
+        }
         let (location, seen, unseen) = inner
             .drivers
             .get(&driver.id)
@@ -263,6 +271,7 @@ mod tests {
             status,
             vehicle_type: vehicle.into(),
             active: None,
+            version: 0,
         }
     }
 
@@ -340,6 +349,26 @@ mod tests {
         assert_eq!(
             ids(r.nearest("bike", center, 5_000.0, 10, |_| false)),
             ["4", "2"]
+        );
+    }
+
+    #[test]
+    fn a_change_that_arrives_after_a_newer_one_is_ignored() {
+        let r = Registry::default();
+        let versioned = |status, version| Driver {
+            version,
+            ..driver("1", status, "car")
+        };
+        r.apply(&versioned(DriverStatus::Available, 2));
+        r.apply(&versioned(DriverStatus::Offline, 1));
+        assert_eq!(
+            r.get(&Id::new("1").unwrap()).unwrap().0.status,
+            DriverStatus::Available
+        );
+        r.apply(&versioned(DriverStatus::Offline, 3));
+        assert_eq!(
+            r.get(&Id::new("1").unwrap()).unwrap().0.status,
+            DriverStatus::Offline
         );
     }
 

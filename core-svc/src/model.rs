@@ -311,6 +311,10 @@ pub struct Driver {
     pub status: DriverStatus,
     pub vehicle_type: String,
     pub active: Option<ActiveTrip>,
+    /// Counts the changes committed to this driver. Commits can reach the
+    /// registry out of order (several connections, several replicas): it applies
+    /// a change only if it is not older than what it holds.
+    pub version: u64,
 }
 
 impl Driver {

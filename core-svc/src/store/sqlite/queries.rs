@@ -102,7 +102,7 @@ pub fn drivers(conn: &Connection) -> Result<Vec<DriverRecord>, Error> {
         trips.insert(driver, trip);
     }
     let mut stmt = conn.prepare(
-        "SELECT id, status, vehicle_type, lat, lon, heading, speed_mps, seen_at, unseen FROM drivers",
+        "SELECT id, status, vehicle_type, lat, lon, heading, speed_mps, seen_at, unseen, version FROM drivers",
     )?;
     let drivers = stmt
         .query_map([], |r| {
@@ -127,6 +127,7 @@ pub fn drivers(conn: &Connection) -> Result<Vec<DriverRecord>, Error> {
                     id,
                     status: rows::driver_status(r, 1)?,
                     vehicle_type: r.get(2)?,
+                    version: r.get::<_, i64>(9)? as u64,
                 },
                 location,
                 unseen: r.get(8)?,

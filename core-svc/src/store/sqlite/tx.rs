@@ -77,12 +77,16 @@ impl Tx<'_> {
     fn driver(&self, id: &Id) -> Result<Option<Driver>, Error> {
         let found = self
             .tx
-            .prepare_cached("SELECT status, vehicle_type FROM drivers WHERE id = ?1")?
+            .prepare_cached("SELECT status, vehicle_type, version FROM drivers WHERE id = ?1")?
             .query_row([id.as_str()], |r| {
-                Ok((rows::driver_status(r, 0)?, r.get::<_, String>(1)?))
+                Ok((
+                    rows::driver_status(r, 0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)? as u64,
+                ))
             })
             .optional()?;
-        let Some((status, vehicle_type)) = found else {
+        let Some((status, vehicle_type, version)) = found else {
             return Ok(None);
         };
         let active = self
@@ -104,6 +108,7 @@ impl Tx<'_> {
             status,
             vehicle_type,
             active,
+            version,
         }))
     }
 
@@ -153,8 +158,9 @@ impl Tx<'_> {
             })?;
         self.tx
             .prepare_cached(
-                "INSERT INTO drivers (id, status, vehicle_type, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (id) DO UPDATE SET status = ?2, vehicle_type = ?3, updated_at = ?4",
+                "INSERT INTO drivers (id, status, vehicle_type, updated_at, version) VALUES (?1, ?2, ?3, ?4, 1)
+             ON CONFLICT (id) DO UPDATE SET status = ?2, vehicle_type = ?3, updated_at = ?4,
+                 version = version + 1",
             )?
             .execute(params![
                 id.as_str(),
@@ -391,6 +397,9 @@ impl Tx<'_> {
                 let booking = self.booking(id)?;
                 self.append(fanout::booking_changed(&booking, Some(before.status)))?;
                 // The driver's active trip changed status; positions now say on_trip.
+                self.tx
+                    .prepare_cached("UPDATE drivers SET version = version + 1 WHERE id = ?1")?
+                    .execute([driver.as_str()])?;
                 self.fx.drivers.push(
                     self.driver(driver)?
                         .ok_or_else(|| Error::DriverNotFound(driver.to_string()))?,
