@@ -28,6 +28,7 @@ fn registry(n: u64) -> Registry {
             status: DriverStatus::Available,
             vehicle_type: "car".into(),
             active: None,
+            version: 0,
         });
         let at = Location {
             point: point(i),

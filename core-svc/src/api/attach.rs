@@ -41,6 +41,7 @@ use super::replay::{Replay, Stop};
 use crate::cursor::{self, Refusal};
 use crate::error::Error;
 use crate::hub::{EPHEMERAL_SPAN, Next, Subscription};
+use crate::store::TopicState;
 
 /// Topic starts read at once per attachment.
 pub const MAX_STARTING: usize = 64;
@@ -228,7 +229,7 @@ fn read(core: Arc<Core>, generation: u64, ask: Ask) -> Reading {
             }
             Ask::Refresh(name, topic) => {
                 let epoch = core.store.epoch();
-                let read = core.topic_read(&topic, true).await;
+                let read = caught_up(&core, &name, core.topic_read(&topic, true).await).await;
                 let kind = ReadKind::Refresh(
                     read.map(|(state, snap)| {
                         let head = state.last_seq * EPHEMERAL_SPAN;
@@ -245,6 +246,21 @@ fn read(core: Arc<Core>, generation: u64, ask: Ask) -> Reading {
             }
         }
     })
+}
+
+/// A fresh snapshot read at head H covers events up to H: the apps already on the
+/// topic must get them first. Waits until the hub has queued them (a sequenced
+/// hub can be behind the store), so that they are in the queue when the read is
+/// taken in.
+async fn caught_up<T>(
+    core: &Core,
+    name: &str,
+    read: Result<(TopicState, T), Error>,
+) -> Result<(TopicState, T), Error> {
+    let (state, rest) = read?;
+    core.hub.observe(name, state.last_seq, None);
+    core.hub.reached(name, state.last_seq).await?;
+    Ok((state, rest))
 }
 
 /// A live event for the edge, or held back while its topic starts.
@@ -434,6 +450,9 @@ async fn start(
     snapshot: bool,
 ) -> Result<Started, Error> {
     let epoch = core.store.epoch();
+    // A sequenced hub first learns where the topic is: the read below is then not
+    // ahead of what it will deliver.
+    core.hub.reached(name, 0).await?;
     let (state, snap) = core.topic_read(topic, snapshot && resume.is_none()).await?;
     let head = state.last_seq * EPHEMERAL_SPAN;
     let refusal = match cursor::resume(&core.hub, name, epoch, state, resume) {

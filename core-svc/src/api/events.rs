@@ -187,6 +187,9 @@ impl EventService for EventApi {
             .hub
             .subscribe(topics.iter().map(|(n, _)| n.clone()).collect())
             .map_err(|e| Status::unavailable(e.to_string()))?;
+        // A sequenced hub first learns where each topic is, so that no start read
+        // below is ahead of what it will deliver.
+        sub.ready().await?;
         // Each topic's bounds are read before answering, so that the hub knows the
         // durable head (and can number positions) as soon as the caller holds the
         // stream.

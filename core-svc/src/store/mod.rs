@@ -180,6 +180,15 @@ pub trait Store: Send + Sync + 'static {
 
     async fn topic_state(&self, topic: String) -> Result<TopicState, Error>;
 
+    /// The bounds of each of `topics`, in their order.
+    async fn topic_states(&self, topics: Vec<String>) -> Result<Vec<TopicState>, Error> {
+        let mut states = Vec::with_capacity(topics.len());
+        for topic in topics {
+            states.push(self.topic_state(topic).await?);
+        }
+        Ok(states)
+    }
+
     /// The topic's bounds and its snapshot, read together: the snapshot is the state
     /// right after the last durable event, no earlier and no later.
     async fn topic_snapshot(&self, topic: Topic) -> Result<(TopicState, TopicSnapshot), Error>;
