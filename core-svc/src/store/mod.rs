@@ -1,13 +1,21 @@
-//! The storage interface, and its SQLite implementation in [`sqlite`].
+//! The storage interface and its SQLite implementation in [`sqlite`].
 //!
 //! Each mutating method is ONE transaction: it checks the transition, changes the
 //! state with a conditional update, and appends the events the change causes
 //! ([`crate::fanout`]). A crash therefore never leaves a change without its events
 //! or events without their change. After the commit the store hands the
-//! [`Effects`] to its [`CommitSink`] in commit order. A PostgreSQL store will
-//! implement the same trait.
+//! [`Effects`] to its [`CommitSink`].
+//!
+//! # Layout
+//! - [`transitions`]: the transitions, written once over the steps each store
+//!   gives in its own SQL.
+//! - `log`: durable events as subscribers see them.
+//! - `records`: what both stores make of rows once read.
 
+mod log;
+mod records;
 pub mod sqlite;
+pub mod transitions;
 
 use std::time::{Duration, SystemTime};
 
@@ -77,6 +85,11 @@ pub struct TopicState {
     /// Events up to and including this sequence number were removed by retention.
     pub pruned_seq: u64,
 }
+
+/// The columns of a booking, in the order each store's `rows::booking` reads them.
+pub(crate) const BOOKING_COLUMNS: &str = "id, user_id, driver_id, status, pickup_lat, pickup_lon, pickup_address, \
+     dropoff_lat, dropoff_lon, dropoff_address, vehicle_type, price_estimate, distance_m, phone_number, otp, \
+     otp_failures, cancelled_by, cancel_reason, pickup_time, dropoff_time, created_at, updated_at";
 
 /// How long a CreateBooking request id is remembered.
 pub const REQUEST_ID_WINDOW: Duration = Duration::from_secs(24 * 3600);

@@ -4,7 +4,9 @@
 //! - [`schema`]: opening a file: connection settings, migrations, the epoch.
 //! - [`writer`]: the writer thread and its bounded queue; group commit.
 //! - [`reader`]: the pool of read-only connections.
-//! - [`tx`]: the state transitions, each inside one write transaction.
+//! - [`tx`]: the steps of the state transitions ([`super::transitions`]), each a
+//!   statement of the write transaction; the writer thread runs a transition with
+//!   `block_on`, its steps being synchronous.
 //! - [`queries`]: the reads.
 //! - [`rows`]: rows ↔ domain types.
 //!
@@ -28,11 +30,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use futures::executor::block_on;
 use logi::id::Id;
 use logi::pb;
 use logi::topic::Topic;
 use rusqlite::{OpenFlags, params};
 
+use super::transitions;
 use super::{
     BookingQuery, CommitSink, DriverRecord, PendingBooking, REQUEST_ID_WINDOW, Store,
     TopicSnapshot, TopicState,
@@ -126,34 +130,43 @@ impl Store for Sqlite {
     async fn create_booking(&self, new: NewBooking, offers: Vec<Offer>) -> Result<Booking, Error> {
         self.0
             .writer
-            .write(move |t| t.create_booking(&new, &offers))
+            .write(move |t| block_on(transitions::create_booking(t, &new, &offers)))
             .await
     }
 
     async fn add_offers(&self, id: BookingId, offers: Vec<Offer>) -> Result<(), Error> {
         self.0
             .writer
-            .write(move |t| t.add_offers(id, &offers))
+            .write(move |t| block_on(transitions::add_offers(t, id, &offers)))
             .await
     }
 
     async fn accept(&self, id: BookingId, driver: Id) -> Result<Booking, Error> {
-        self.0.writer.write(move |t| t.accept(id, &driver)).await
+        self.0
+            .writer
+            .write(move |t| block_on(transitions::accept(t, id, &driver)))
+            .await
     }
 
     async fn verify_otp(&self, id: BookingId, driver: Id, otp: String) -> Result<Booking, Error> {
         self.0
             .writer
-            .write(move |t| t.verify_otp(id, &driver, &otp))
+            .write(move |t| block_on(transitions::verify_otp(t, id, &driver, &otp)))
             .await?
     }
 
     async fn issue_otp(&self, id: BookingId) -> Result<Booking, Error> {
-        self.0.writer.write(move |t| t.issue_otp(id)).await
+        self.0
+            .writer
+            .write(move |t| block_on(transitions::issue_otp(t, id)))
+            .await
     }
 
     async fn complete(&self, id: BookingId, driver: Id) -> Result<Booking, Error> {
-        self.0.writer.write(move |t| t.complete(id, &driver)).await
+        self.0
+            .writer
+            .write(move |t| block_on(transitions::complete(t, id, &driver)))
+            .await
     }
 
     async fn cancel(
@@ -165,12 +178,15 @@ impl Store for Sqlite {
     ) -> Result<Booking, Error> {
         self.0
             .writer
-            .write(move |t| t.cancel(id, by, driver.as_ref(), &reason))
+            .write(move |t| block_on(transitions::cancel(t, id, by, driver.as_ref(), &reason)))
             .await
     }
 
     async fn expire(&self, id: BookingId) -> Result<Booking, Error> {
-        self.0.writer.write(move |t| t.expire(id)).await
+        self.0
+            .writer
+            .write(move |t| block_on(transitions::expire(t, id)))
+            .await
     }
 
     async fn set_driver_status(
@@ -181,7 +197,14 @@ impl Store for Sqlite {
     ) -> Result<Driver, Error> {
         self.0
             .writer
-            .write(move |t| t.set_driver_status(&id, status, vehicle_type.as_deref()))
+            .write(move |t| {
+                block_on(transitions::set_driver_status(
+                    t,
+                    &id,
+                    status,
+                    vehicle_type.as_deref(),
+                ))
+            })
             .await
     }
 
@@ -207,7 +230,7 @@ impl Store for Sqlite {
     async fn set_driver_unseen(&self, id: Id, unseen: bool) -> Result<bool, Error> {
         self.0
             .writer
-            .write(move |t| t.set_driver_unseen(&id, unseen))
+            .write(move |t| block_on(transitions::set_driver_unseen(t, &id, unseen)))
             .await
     }
 

@@ -7,18 +7,14 @@ use std::time::SystemTime;
 use logi::id::Id;
 use logi::pb;
 use logi::topic::Topic;
-use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows;
 use crate::error::Error;
-use crate::hub::EPHEMERAL_SPAN;
-use crate::model::{
-    ActiveTrip, Booking, BookingId, Driver, GeoPoint, Location, from_millis, timestamp, to_millis,
-};
+use crate::model::{ActiveTrip, Booking, BookingId, Driver, GeoPoint, from_millis, to_millis};
 use crate::store::{
     BookingQuery, DriverRecord, PendingBooking, SNAPSHOT_ENDED_WITHIN, SNAPSHOT_LIMIT,
-    TopicSnapshot, TopicState,
+    TopicSnapshot, TopicState, log, records,
 };
 
 pub fn booking(conn: &Connection, id: BookingId) -> Result<Booking, Error> {
@@ -69,16 +65,10 @@ pub fn bookings(
     args.push(Box::new(q.limit as i64 + 1));
     sql += &format!(" ORDER BY id DESC LIMIT ?{}", args.len());
     let mut stmt = conn.prepare_cached(&sql)?;
-    let mut page = stmt
+    let rows = stmt
         .query_map(rusqlite::params_from_iter(args.iter()), rows::booking)?
         .collect::<Result<Vec<_>, _>>()?;
-    let next = if page.len() > q.limit {
-        page.truncate(q.limit);
-        page.last().map(|b| b.id)
-    } else {
-        None
-    };
-    Ok((page, next))
+    Ok(records::page(rows, q.limit))
 }
 
 /// Every registered driver with its active trip and last saved position.
@@ -107,20 +97,13 @@ pub fn drivers(conn: &Connection) -> Result<Vec<DriverRecord>, Error> {
     let drivers = stmt
         .query_map([], |r| {
             let id = rows::id(r, 0)?;
-            let seen = (
-                r.get::<_, Option<f64>>(3)?,
-                r.get::<_, Option<f64>>(4)?,
-                r.get::<_, Option<i64>>(7)?,
+            let location = records::location(
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get::<_, Option<i64>>(7)?.map(from_millis),
             );
-            let location = match seen {
-                (Some(lat), Some(lon), Some(at)) => Some(Location {
-                    point: GeoPoint { lat, lon },
-                    heading: r.get(5)?,
-                    speed_mps: r.get(6)?,
-                    at: from_millis(at),
-                }),
-                _ => None,
-            };
             Ok(DriverRecord {
                 driver: Driver {
                     active: trips.get(&id).cloned(),
@@ -252,15 +235,7 @@ pub fn events_after(
     let mut events = Vec::new();
     for row in rows {
         let (seq, at, payload) = row?;
-        let mut event = pb::Event::decode(payload.as_slice())
-            .map_err(|e| Error::storage_from(format!("event {topic}#{seq} is corrupt"), e))?;
-        event.topic = topic.to_owned();
-        event.cursor = Some(pb::Cursor {
-            epoch,
-            offset: seq as u64 * EPHEMERAL_SPAN,
-        });
-        event.occurred_at = Some(timestamp(from_millis(at)));
-        events.push(event);
+        events.push(log::replayed(topic, epoch, seq, at, &payload)?);
     }
     Ok(events)
 }

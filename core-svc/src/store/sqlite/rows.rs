@@ -5,10 +5,7 @@ use rusqlite::{Row, types::Type};
 
 use crate::model::{Booking, BookingStatus, Canceller, DriverStatus, GeoPoint, Place, from_millis};
 
-/// The columns [`booking`] reads, in order.
-pub const BOOKING_COLUMNS: &str = "id, user_id, driver_id, status, pickup_lat, pickup_lon, pickup_address, \
-     dropoff_lat, dropoff_lon, dropoff_address, vehicle_type, price_estimate, distance_m, phone_number, otp, \
-     otp_failures, cancelled_by, cancel_reason, pickup_time, dropoff_time, created_at, updated_at";
+pub(super) use crate::store::BOOKING_COLUMNS;
 
 fn bad(idx: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, what.to_owned().into())
