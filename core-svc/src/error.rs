@@ -146,6 +146,67 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
+/// The message of a PostgreSQL that cannot be reached, or hung up, before a change
+/// committed.
+pub const PG_UNREACHABLE: &str =
+    "core-svc's database (PostgreSQL) is unreachable: nothing was changed, retry shortly";
+
+impl From<tokio_postgres::Error> for Error {
+    /// What the caller can do decides: a server that is away, shutting down, out of
+    /// resources or too slow (statement timeout) is UNAVAILABLE, to retry; anything
+    /// else is a storage failure. Transactions that lost a serialization race or a
+    /// deadlock are retried before they get here (see the store's `run`), with their
+    /// SQLSTATE kept as the source.
+    fn from(e: tokio_postgres::Error) -> Self {
+        let unavailable = match e.code().map(|c| c.code()) {
+            Some("57014") => Some(
+                "core-svc's database took too long (statement timeout): nothing was changed, retry shortly",
+            ),
+            Some(c) if c.starts_with("08") || c.starts_with("53") || c.starts_with("57") => {
+                Some(PG_UNREACHABLE)
+            }
+            Some(_) => None,
+            None if e.is_closed() || io_cause(&e).is_some() => Some(PG_UNREACHABLE),
+            None => None,
+        };
+        match unavailable {
+            Some(msg) => {
+                tracing::warn!(error = %chain(&e), "PostgreSQL failed");
+                Self::Unavailable(msg.to_owned())
+            }
+            None => Self::storage_from("database error", e),
+        }
+    }
+}
+
+/// The I/O error under `e`, if any: then the connection failed.
+pub fn io_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        next = cause.source();
+    }
+    None
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        use deadpool_postgres::PoolError;
+        match e {
+            PoolError::Backend(e) => e.into(),
+            PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => Self::Unavailable(
+                "core-svc's database is overloaded (no free connection in time): nothing was changed, retry shortly"
+                    .into(),
+            ),
+            PoolError::Timeout(_) => Self::Unavailable(PG_UNREACHABLE.into()),
+            PoolError::Closed => Self::Unavailable("core-svc is shutting down".into()),
+            e => Self::storage_from("cannot get a database connection", e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,5 @@
-//! The storage interface and its SQLite implementation in [`sqlite`].
+//! The storage interface and its implementations: embedded SQLite in [`sqlite`],
+//! PostgreSQL (shared by several replicas) in [`postgres`].
 //!
 //! Each mutating method is ONE transaction: it checks the transition, changes the
 //! state with a conditional update, and appends the events the change causes
@@ -13,6 +14,7 @@
 //! - `records`: what both stores make of rows once read.
 
 mod log;
+pub mod postgres;
 mod records;
 pub mod sqlite;
 pub mod transitions;
@@ -43,7 +45,10 @@ pub struct Effects {
     pub settled: Vec<BookingId>,
 }
 
-/// Receives the effects of every commit, in commit order, before the caller hears of it.
+/// Receives the effects of every commit before the caller hears of it. SQLite
+/// commits one at a time and calls it in commit order; PostgreSQL commits
+/// concurrently, so two transactions may reach it in either order (events carry
+/// their sequence numbers and drivers their [`Driver::version`] to order them).
 pub trait CommitSink: Send + Sync + 'static {
     fn committed(&self, effects: &Effects);
 }
