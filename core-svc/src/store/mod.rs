@@ -223,3 +223,6 @@ pub trait Store: Send + Sync + 'static {
     /// their window; returns how many events.
     async fn prune(&self, before: SystemTime) -> Result<u64, Error>;
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

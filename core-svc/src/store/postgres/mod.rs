@@ -297,3 +297,6 @@ impl Store for Postgres {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
