@@ -1,6 +1,10 @@
 //! ws-edge refuses bad handshakes before the upgrade, with the right HTTP status,
 //! and never writes a token to its logs.
+//!
+//! A test binary of its own: it installs a global log subscriber to read every
+//! line the edge writes, which the other end-to-end tests must not share.
 
+#[path = "e2e/support/mod.rs"]
 mod support;
 
 use std::io::Write;
@@ -67,12 +71,8 @@ async fn every_bad_handshake_is_refused_before_the_upgrade_and_no_token_is_logge
         .with_ansi(false)
         .init();
 
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(
-        &dir.path().join("logi.db"),
-        &["--jwt-issuer", "logi", "--jwt-audience", "apps"],
-    )
-    .await;
+    let db = Db::sqlite();
+    let core = spawn_core(&db, &["--jwt-issuer", "logi", "--jwt-audience", "apps"]).await;
     let edge = spawn_edge(
         core.addr,
         &["--jwt-issuer", "logi", "--jwt-audience", "apps"],

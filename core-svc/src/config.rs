@@ -21,9 +21,16 @@ pub struct Config {
     #[arg(long, env = "LOGI_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
 
-    /// SQLite database file, created with its folder on first start.
+    /// SQLite database file, created with its folder on first start; or a
+    /// PostgreSQL URL (postgres://user@host:5432/db) for a cluster of replicas.
     #[arg(long, env = "LOGI_DATABASE", default_value = "data/logi.db")]
     pub database: String,
+
+    /// NATS server the replicas of a cluster tell each other their commits and
+    /// drivers' positions through (nats://127.0.0.1:4222); none on a single node.
+    /// Needs a PostgreSQL --database, which the replicas share.
+    #[arg(long, env = "LOGI_NATS_URL")]
+    pub nats_url: Option<String>,
 
     #[command(flatten)]
     pub jwt: JwtArgs,
@@ -95,13 +102,22 @@ impl Config {
     /// The first problem found.
     pub fn validate(&self) -> Result<(), String> {
         self.jwt.verifier()?;
-        if self.database.starts_with("postgres://") || self.database.starts_with("postgresql://") {
+        if self.database.is_empty() {
             return Err(
-                "LOGI_DATABASE: PostgreSQL is not supported yet; give a SQLite file path".into(),
+                "LOGI_DATABASE is empty: give a SQLite file path or a postgres:// URL".into(),
             );
         }
-        if self.database.is_empty() {
-            return Err("LOGI_DATABASE is empty: give a SQLite file path".into());
+        if self.is_postgres() && self.database.parse::<tokio_postgres::Config>().is_err() {
+            return Err(format!(
+                "LOGI_DATABASE {} is not a PostgreSQL URL: write postgres://user@host:5432/database",
+                self.database_shown()
+            ));
+        }
+        if self.nats_url.is_some() && !self.is_postgres() {
+            return Err(
+                "LOGI_NATS_URL is for a cluster, whose replicas share a PostgreSQL database: set LOGI_DATABASE to a postgres:// URL, or unset LOGI_NATS_URL"
+                    .into(),
+            );
         }
         if !(1..=100).contains(&self.dispatch_drivers) {
             return Err("LOGI_DISPATCH_DRIVERS must be from 1 to 100".into());
@@ -136,6 +152,20 @@ impl Config {
             return Err("LOGI_SUBSCRIBER_QUEUE must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// Whether `--database` names a PostgreSQL server rather than a SQLite file.
+    pub fn is_postgres(&self) -> bool {
+        self.database.starts_with("postgres://") || self.database.starts_with("postgresql://")
+    }
+
+    /// `--database` as it may be logged: a URL's password left out.
+    pub fn database_shown(&self) -> String {
+        if self.is_postgres() {
+            crate::store::postgres::without_password(&self.database)
+        } else {
+            self.database.clone()
+        }
     }
 
     pub fn database_path(&self) -> PathBuf {
@@ -190,10 +220,21 @@ mod tests {
                 .unwrap_err()
                 .contains("at least 32")
         );
-        let pg = parse(&["--jwt-secret", SECRET, "--database", "postgres://x"])
-            .validate()
-            .unwrap_err();
-        assert!(pg.contains("PostgreSQL"), "{pg}");
+        let pg = parse(&["--jwt-secret", SECRET, "--database", "postgres://x"]);
+        assert!(pg.is_postgres());
+        assert_eq!(pg.validate(), Ok(()));
+        let bad = parse(&[
+            "--jwt-secret",
+            SECRET,
+            "--database",
+            "postgres://u:secret@h:x/d",
+        ])
+        .validate()
+        .unwrap_err();
+        assert!(
+            bad.contains("not a PostgreSQL URL") && !bad.contains("secret"),
+            "{bad}"
+        );
         let radius = parse(&["--jwt-secret", SECRET, "--dispatch-max-radius-m", "10"])
             .validate()
             .unwrap_err();

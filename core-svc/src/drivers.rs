@@ -151,7 +151,16 @@ impl Registry {
             let ago = SystemTime::now().duration_since(l.at).unwrap_or_default();
             Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
         });
-        self.lock().put(driver, location, seen, unseen);
+        let mut inner = self.lock();
+        // In a cluster a newer change may have come from another replica meanwhile.
+        if inner
+            .drivers
+            .get(&driver.id)
+            .is_some_and(|e| e.driver.version > driver.version)
+        {
+            return;
+        }
+        inner.put(driver, location, seen, unseen);
     }
 
     /// Available drivers, not yet unseen, whose last position came before `cutoff`.
@@ -192,9 +201,10 @@ impl Registry {
             .collect()
     }
 
-    /// Records a position and, if the driver is on a trip, runs `during_trip` with it
-    /// while still holding the registry: a trip that ends concurrently is applied
-    /// either before (no call) or after the call's publish, never in between.
+    /// Records a position received here and, if the driver is on a trip, runs
+    /// `during_trip` with it while still holding the registry: a trip that ends
+    /// concurrently is applied either before (no call) or after the call's publish,
+    /// never in between. The position is saved behind ([`Registry::take_moved`]).
     ///
     /// # Errors
     /// [`Error::DriverNotFound`] for a driver never registered.
@@ -203,6 +213,32 @@ impl Registry {
         id: &Id,
         location: Location,
         seen: Instant,
+        during_trip: impl FnOnce(&ActiveTrip) -> R,
+    ) -> Result<Recorded<R>, Error> {
+        self.record(id, location, seen, true, during_trip)
+    }
+
+    /// As [`Registry::update_location`], for a position another replica received
+    /// (and saves).
+    ///
+    /// # Errors
+    /// [`Error::DriverNotFound`] for a driver not known here.
+    pub fn update_location_from_peer<R>(
+        &self,
+        id: &Id,
+        location: Location,
+        seen: Instant,
+        during_trip: impl FnOnce(&ActiveTrip) -> R,
+    ) -> Result<Recorded<R>, Error> {
+        self.record(id, location, seen, false, during_trip)
+    }
+
+    fn record<R>(
+        &self,
+        id: &Id,
+        location: Location,
+        seen: Instant,
+        save: bool,
         during_trip: impl FnOnce(&ActiveTrip) -> R,
     ) -> Result<Recorded<R>, Error> {
         let mut inner = self.lock();
@@ -216,7 +252,7 @@ impl Registry {
         let back = std::mem::replace(&mut entry.unseen, false);
         let during_trip = entry.driver.active.as_ref().map(during_trip);
         inner.index(id);
-        if !inner.moved.contains(id) {
+        if save && !inner.moved.contains(id) {
             inner.moved.insert(id.clone());
         }
         Ok(Recorded { during_trip, back })

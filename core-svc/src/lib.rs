@@ -20,7 +20,9 @@
 //! - [`hub`]: live fan-out of events to subscribers, with bounded queues.
 //! - [`cursor`]: whether a subscriber's resume cursor can be honoured.
 //! - [`live`]: the commit sink feeding the hub and the registry.
-//! - [`store`]: the storage interface and its SQLite implementation.
+//! - [`store`]: the storage interface and its SQLite and PostgreSQL implementations.
+//! - [`cluster`]: in a cluster of replicas, what each tells the others over NATS
+//!   (commits, positions) and how a lost message is made good from the store.
 //! - [`api`]: the tonic services; converts requests to domain types and checks roles.
 //! - [`error`]: the domain error and the one table that maps it to gRPC codes.
 //!
@@ -50,6 +52,7 @@
 //! positions to disk. The epoch is drawn once per database.
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod cursor;
 pub mod dispatch;

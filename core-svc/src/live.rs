@@ -1,18 +1,29 @@
 //! The commit sink that makes committed changes live: driver changes go to the
-//! registry, pending bookings to the dispatch schedule, events to the hub. Runs on
-//! the store's writer thread, in commit order.
+//! registry, pending bookings to the dispatch schedule, events to the hub, and, in
+//! a cluster, the whole commit to the other replicas. Runs right after each
+//! commit. Also where a driver's position becomes live, wherever it was received.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use logi::id::Id;
+use logi::pb::{self, event::Kind};
+use logi::topic::Topic;
+
+use crate::cluster::Cluster;
+use crate::cluster::wire::Remote;
 use crate::dispatch::Schedule;
-use crate::drivers::Registry;
+use crate::drivers::{Recorded, Registry};
+use crate::error::Error;
 use crate::hub::Hub;
+use crate::model::{Location, timestamp};
 use crate::store::{CommitSink, Effects};
 
 pub struct Live {
     pub hub: Arc<Hub>,
     pub registry: Arc<Registry>,
     pub schedule: Arc<Schedule>,
+    /// The other replicas, once connected (never, on a single node).
+    pub cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl CommitSink for Live {
@@ -27,5 +38,63 @@ impl CommitSink for Live {
             self.schedule.settled(*id);
         }
         self.hub.publish(&effects.events);
+        if let Some(cluster) = self.cluster.get() {
+            cluster.committed(effects);
+        }
+    }
+}
+
+impl Live {
+    /// What another replica committed (its dispatch stays its own).
+    pub fn remote(&self, remote: Remote) {
+        for driver in &remote.drivers {
+            self.registry.apply(driver);
+        }
+        for id in &remote.settled {
+            self.schedule.settled(*id);
+        }
+        self.hub.publish(&remote.events);
+    }
+}
+
+pub fn location_pb(driver_id: &str, l: &Location) -> pb::DriverLocation {
+    pb::DriverLocation {
+        driver_id: driver_id.to_owned(),
+        latitude: l.point.lat,
+        longitude: l.point.lon,
+        heading: l.heading,
+        speed_mps: l.speed_mps,
+        updated_at: Some(timestamp(l.at)),
+    }
+}
+
+/// Records a driver's position and, during a trip, sends it to the rider's topic
+/// as an ephemeral event; the trip's booking id, if any. `here`: this replica
+/// received it (and saves it behind) rather than another one.
+///
+/// # Errors
+/// [`Error::DriverNotFound`] for a driver not registered.
+pub fn position(
+    hub: &Hub,
+    registry: &Registry,
+    driver: &Id,
+    location: Location,
+    here: bool,
+) -> Result<Recorded<u64>, Error> {
+    let seen = tokio::time::Instant::now();
+    let during_trip = |trip: &crate::model::ActiveTrip| {
+        let kind = Kind::DriverLocation(pb::DriverLocationChanged {
+            booking_id: trip.booking_id,
+            booking_status: trip.status.to_pb() as i32,
+            location: Some(location_pb(driver.as_str(), &location)),
+        });
+        let topic = Topic::UserBookings(trip.user_id.clone()).to_string();
+        hub.publish_ephemeral(&topic, kind, location.at);
+        trip.booking_id
+    };
+    if here {
+        registry.update_location(driver, location, seen, during_trip)
+    } else {
+        registry.update_location_from_peer(driver, location, seen, during_trip)
     }
 }

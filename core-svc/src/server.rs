@@ -1,6 +1,6 @@
 //! Wires the pieces together and serves gRPC until shutdown.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use logi::pb::booking_service_server::BookingServiceServer;
@@ -13,13 +13,15 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::{self, BookingApi, Core, EventApi, LocationApi};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, Schedule};
 use crate::drivers::Registry;
 use crate::error::Error;
-use crate::hub::Hub;
+use crate::hub::{Hub, Order, fill};
 use crate::live::Live;
 use crate::liveness;
+use crate::store::postgres::Postgres;
 use crate::store::sqlite::Sqlite;
 use crate::store::{CommitSink, Store};
 
@@ -65,33 +67,38 @@ pub async fn run(
     let verifier = Arc::new(config.jwt.verifier().map_err(ServeError::Config)?);
     let registry = Arc::new(Registry::default());
     let schedule = Schedule::new(config.dispatch());
-    let mut hub_slot = None;
-    let store = Sqlite::open(&config.database_path(), |epoch| {
-        let hub = Hub::new(epoch, config.subscriber_queue);
-        hub_slot = Some(hub.clone());
-        let live = Live {
-            hub,
-            registry: registry.clone(),
-            schedule: schedule.clone(),
-        };
-        Arc::new(live) as Arc<dyn CommitSink>
-    })?;
-    let hub = hub_slot.expect("the sink was built");
-    let store: Arc<dyn Store> = Arc::new(store);
+    let (store, live) = open_store(&config, &registry, &schedule).await?;
+    let hub = live.hub.clone();
+    let tasks = TaskTracker::new();
+    // Hearing the other replicas first: a commit of theirs made while this one
+    // reads its start is then applied, not missed (driver changes by version).
+    let cluster = match &config.nats_url {
+        Some(url) => {
+            let cluster = Cluster::connect(url, store.epoch()).await?;
+            live.cluster.set(cluster.clone()).expect("connected once");
+            cluster
+                .start(live.clone(), store.clone(), &tasks, shutdown.clone())
+                .await?;
+            Some(cluster)
+        }
+        None => None,
+    };
     for saved in store.drivers().await? {
         registry.restore(&saved.driver, saved.location, saved.unseen);
     }
     let dispatcher = Dispatcher::new(config.dispatch(), schedule, store.clone(), registry.clone());
     let pending = dispatcher.restore().await?;
     tracing::info!(
-        database = %config.database,
+        database = %config.database_shown(),
         epoch = store.epoch(),
         pending,
         addr = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
         "core-svc ready"
     );
 
-    let tasks = TaskTracker::new();
+    if hub.order() == Order::Sequenced {
+        tasks.spawn(fill::run(hub.clone(), store.clone(), shutdown.clone()));
+    }
     tasks.spawn(dispatcher.clone().run(shutdown.clone()));
     tasks.spawn(liveness::run(
         registry.clone(),
@@ -114,6 +121,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         streams: logi::caps::Caps::new(config.max_streams_per_principal),
         attachment_queue: config.attachment_queue,
+        cluster,
     });
     let auth = api::authenticator(verifier);
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -219,6 +227,38 @@ pub async fn run(
     }
     tracing::info!("core-svc stopped");
     Ok(served?)
+}
+
+/// Opens the store `--database` names (a `postgres://` URL or a SQLite file) with
+/// the hub its commits feed: in commit order from SQLite's one writer, sequenced
+/// from PostgreSQL's many connections.
+async fn open_store(
+    config: &Config,
+    registry: &Arc<Registry>,
+    schedule: &Arc<Schedule>,
+) -> Result<(Arc<dyn Store>, Arc<Live>), Error> {
+    let mut live_slot = None;
+    let order = if config.is_postgres() {
+        Order::Sequenced
+    } else {
+        Order::Committed
+    };
+    let sink = |epoch| {
+        let live = Arc::new(Live {
+            hub: Hub::with_order(epoch, config.subscriber_queue, order),
+            registry: registry.clone(),
+            schedule: schedule.clone(),
+            cluster: OnceLock::new(),
+        });
+        live_slot = Some(live.clone());
+        live as Arc<dyn CommitSink>
+    };
+    let store: Arc<dyn Store> = if config.is_postgres() {
+        Arc::new(Postgres::open(&config.database, sink).await?)
+    } else {
+        Arc::new(Sqlite::open(&config.database_path(), sink)?)
+    };
+    Ok((store, live_slot.expect("the sink was built")))
 }
 
 /// Removes durable events older than `retention`, every [`PRUNE_EVERY`].

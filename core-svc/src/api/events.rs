@@ -411,6 +411,7 @@ mod tests {
                 hub: h,
                 registry: registry.clone(),
                 schedule: schedule.clone(),
+                cluster: std::sync::OnceLock::new(),
             };
             Arc::new(live) as Arc<dyn CommitSink>
         })
@@ -430,6 +431,7 @@ mod tests {
             tariffs: Tariffs::default(),
             shutdown: CancellationToken::new(),
             streams: logi::caps::Caps::new(2),
+            cluster: None,
             attachment_queue: 1024,
         })
     }

@@ -4,15 +4,15 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use logi::auth::{Principal, Role};
-use logi::pb::{self, event::Kind, location_service_server::LocationService};
-use logi::topic::Topic;
+use logi::pb::{self, location_service_server::LocationService};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Core, access, convert, principal};
 use crate::error::Error;
+use crate::live::{self, location_pb};
 use crate::liveness;
-use crate::model::{DriverStatus, GeoPoint, Location, timestamp};
+use crate::model::{DriverStatus, GeoPoint, Location};
 
 const DEFAULT_RADIUS_M: f64 = 3_000.0;
 const MAX_RADIUS_M: f64 = 100_000.0;
@@ -20,17 +20,6 @@ const DEFAULT_LIMIT: u32 = 10;
 const MAX_LIMIT: u32 = 100;
 
 pub struct LocationApi(pub Arc<Core>);
-
-fn location_pb(driver_id: &str, l: &Location) -> pb::DriverLocation {
-    pb::DriverLocation {
-        driver_id: driver_id.to_owned(),
-        latitude: l.point.lat,
-        longitude: l.point.lon,
-        heading: l.heading,
-        speed_mps: l.speed_mps,
-        updated_at: Some(timestamp(l.at)),
-    }
-}
 
 impl LocationApi {
     /// Validates and applies one position; returns the booking whose rider got it.
@@ -48,21 +37,10 @@ impl LocationApi {
             speed_mps: r.speed_mps,
             at: SystemTime::now(),
         };
-        let hub = &self.0.hub;
-        let seen = tokio::time::Instant::now();
-        let recorded = self
-            .0
-            .registry
-            .update_location(&driver, location, seen, |trip| {
-                let kind = Kind::DriverLocation(pb::DriverLocationChanged {
-                    booking_id: trip.booking_id,
-                    booking_status: trip.status.to_pb() as i32,
-                    location: Some(location_pb(driver.as_str(), &location)),
-                });
-                let topic = Topic::UserBookings(trip.user_id.clone()).to_string();
-                hub.publish_ephemeral(&topic, kind, location.at);
-                trip.booking_id
-            })?;
+        let recorded = live::position(&self.0.hub, &self.0.registry, &driver, location, true)?;
+        if let Some(cluster) = &self.0.cluster {
+            cluster.moved(driver.clone(), location);
+        }
         if recorded.back {
             liveness::back(self.0.store.as_ref(), &driver).await;
         }

@@ -18,6 +18,7 @@ use logi::id::Id;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status};
 
+use crate::cluster::Cluster;
 use crate::dispatch::Dispatcher;
 use crate::drivers::Registry;
 use crate::error::Error;
@@ -42,6 +43,8 @@ pub struct Core {
     pub streams: Caps<(Role, Id)>,
     /// Events an edge's attachment may have waiting before it is cut off.
     pub attachment_queue: usize,
+    /// The other replicas, in a cluster.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// The interceptor in front of every logi service: verifies `authorization: Bearer`

@@ -69,6 +69,8 @@ struct Inner {
 #[derive(Debug)]
 struct TopicEntry {
     seq: Sequence,
+    /// Its head is to be read again: events may have been missed.
+    recheck: bool,
     subs: Vec<Sub>,
     /// Readers waiting for the head to reach a sequence number.
     waiters: Vec<(u64, oneshot::Sender<()>)>,
@@ -78,6 +80,7 @@ impl TopicEntry {
     fn new(order: Order) -> Self {
         Self {
             seq: Sequence::new(order),
+            recheck: false,
             subs: Vec::new(),
             waiters: Vec::new(),
         }
@@ -173,6 +176,10 @@ impl Hub {
 
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    pub fn order(&self) -> Order {
+        self.order
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -385,7 +392,7 @@ impl Hub {
             let Some(entry) = inner.topics.get(topic) else {
                 return false;
             };
-            if !entry.seq.started() {
+            if !entry.seq.started() || entry.recheck {
                 work.heads.push(topic.clone());
             } else if let Some(after) = entry.seq.gap(now, GAP_GRACE) {
                 work.gaps.push((topic.clone(), after));
@@ -413,8 +420,27 @@ impl Hub {
         if let Some(head) = head
             && let Some(entry) = inner.topics.get_mut(topic)
         {
+            entry.recheck = false;
             let out = entry.seq.start(head, Instant::now());
             entry.deliver(out);
+            if entry.seq.gap_due(GAP_GRACE).is_some() {
+                inner.work.insert(topic.to_owned());
+            }
+        }
+    }
+
+    /// Reads the head of every topic again (events may have been missed: a lost
+    /// message between replicas); the ones found missing are then read too.
+    pub fn recheck(&self) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        for (name, entry) in &mut inner.topics {
+            entry.recheck = true;
+            inner.work.insert(name.clone());
+        }
+        let any = !inner.work.is_empty();
+        if any {
+            self.work_added.notify_one();
         }
     }
 

@@ -47,7 +47,7 @@ use crate::error::Error;
 use crate::model::{
     Booking, BookingId, Canceller, Driver, DriverStatus, Location, NewBooking, Offer,
 };
-pub use pool::PostgresOptions;
+pub use pool::{PostgresOptions, without_password};
 use run::{Body, Runner};
 
 /// Events removed per retention transaction.

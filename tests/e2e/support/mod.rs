@@ -2,11 +2,13 @@
 //! database, and real tonic clients that carry a token.
 #![allow(dead_code)]
 
+pub mod db;
 pub mod edge;
 pub mod proxy;
 
+pub use db::Db;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use logi::auth::{Role, Signer};
@@ -32,19 +34,18 @@ pub fn token(role: Role, sub: &str) -> String {
 
 pub struct Core {
     pub addr: SocketAddr,
-    pub db: PathBuf,
     shutdown: CancellationToken,
     handle: JoinHandle<Result<(), core_svc::server::ServeError>>,
 }
 
 /// Starts core-svc on `db` with extra flags.
-pub async fn spawn_core(db: &Path, extra: &[&str]) -> Core {
+pub async fn spawn_core(db: &Db, extra: &[&str]) -> Core {
     spawn_core_on("127.0.0.1:0", db, extra).await
 }
 
 /// Starts core-svc on a given address (to restart one where it was).
-pub async fn spawn_core_on(addr: &str, db: &Path, extra: &[&str]) -> Core {
-    let mut args = vec!["core-svc", "--database", db.to_str().unwrap()];
+pub async fn spawn_core_on(addr: &str, db: &Db, extra: &[&str]) -> Core {
+    let mut args = vec!["core-svc", "--database", db.location()];
     if !extra.contains(&"--jwt-public-key") {
         args.extend_from_slice(&["--jwt-secret", SECRET]);
     }
@@ -56,7 +57,6 @@ pub async fn spawn_core_on(addr: &str, db: &Path, extra: &[&str]) -> Core {
     let handle = tokio::spawn(core_svc::run(config, listener, shutdown.clone()));
     Core {
         addr,
-        db: db.to_owned(),
         shutdown,
         handle,
     }

@@ -1,21 +1,13 @@
 //! core-svc's limits and its shutdown as a balancer sees them: Subscribe streams per
 //! principal, and health going NOT_SERVING for the whole server at once.
 
-mod support;
-
+use crate::support::*;
 use logi::auth::Role;
-use support::*;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-#[tokio::test]
-async fn a_principal_may_hold_only_so_many_streams_services_are_not_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(
-        &dir.path().join("logi.db"),
-        &["--max-streams-per-principal", "2"],
-    )
-    .await;
+async fn a_principal_may_hold_only_so_many_streams_services_are_not_counted(db: Db) {
+    let core = spawn_core(&db, &["--max-streams-per-principal", "2"]).await;
     let mut rider = core.as_(Role::User, "12").await;
     let first = rider.subscribe(&["user_12_bookings"]).await;
     let _second = rider.subscribe(&["user_12_bookings"]).await;
@@ -51,10 +43,8 @@ async fn a_principal_may_hold_only_so_many_streams_services_are_not_counted() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn shutdown_marks_the_whole_server_not_serving_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn shutdown_marks_the_whole_server_not_serving_first(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let mut health = HealthClient::new(core.channel().await);
     let mut watches = Vec::new();
     for service in ["", "logi.v1.BookingService", "logi.v1.EventService"] {
@@ -77,3 +67,8 @@ async fn shutdown_marks_the_whole_server_not_serving_first() {
     }
     stopped.await.unwrap();
 }
+
+crate::on_every_store!(
+    a_principal_may_hold_only_so_many_streams_services_are_not_counted,
+    shutdown_marks_the_whole_server_not_serving_first,
+);

@@ -3,14 +3,12 @@
 //! connections and can cut them), and neither a broken stream nor a core-svc
 //! restart shows in any app's frames.
 
-mod support;
-
+use crate::support::edge::{Edge, Ws, spawn_edge};
+use crate::support::proxy::spawn_proxy;
+use crate::support::*;
 use futures::future::join_all;
 use logi::auth::Role;
 use serde_json::{Value, json};
-use support::edge::{Edge, Ws, spawn_edge};
-use support::proxy::spawn_proxy;
-use support::*;
 
 const RIDERS: u32 = 50;
 /// Apps per rider: two of each dialect.
@@ -74,10 +72,8 @@ async fn all_quiet(riders: &mut [Vec<Ws>]) {
     join_all(riders.iter_mut().flatten().map(Ws::assert_quiet)).await;
 }
 
-#[tokio::test]
-async fn two_hundred_apps_on_fifty_topics_share_one_attachment() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn two_hundred_apps_on_fifty_topics_share_one_attachment(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let relay = spawn_proxy(core.addr).await;
     let edge = spawn_edge(relay.addr, &["--attachments", "1"]).await;
     let mut service = core.as_(Role::Service, "backend").await;
@@ -147,10 +143,7 @@ async fn snapshots(riders: &mut [Vec<Ws>]) {
     }
 }
 
-#[tokio::test]
-async fn a_core_restart_mid_trip_shows_in_no_app_of_two_hundred() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("logi.db");
+async fn a_core_restart_mid_trip_shows_in_no_app_of_two_hundred(db: Db) {
     let core = spawn_core(&db, &[]).await;
     let addr = core.addr;
     let edge = spawn_edge(addr, &["--attachments", "1"]).await;
@@ -201,10 +194,8 @@ async fn a_core_restart_mid_trip_shows_in_no_app_of_two_hundred() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn a_broken_attachment_is_attached_again_unseen_by_the_apps() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn a_broken_attachment_is_attached_again_unseen_by_the_apps(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let relay = spawn_proxy(core.addr).await;
     let edge = spawn_edge(relay.addr, &["--attachments", "1"]).await;
     let mut service = core.as_(Role::Service, "backend").await;
@@ -237,10 +228,8 @@ async fn a_broken_attachment_is_attached_again_unseen_by_the_apps() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn drivers_positions_go_up_the_same_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn drivers_positions_go_up_the_same_connection(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let relay = spawn_proxy(core.addr).await;
     let edge = spawn_edge(relay.addr, &["--attachments", "1"]).await;
     let mut service = core.as_(Role::Service, "backend").await;
@@ -285,3 +274,10 @@ async fn drivers_positions_go_up_the_same_connection() {
     edge.stop().await;
     core.stop().await;
 }
+
+crate::on_every_store!(
+    two_hundred_apps_on_fifty_topics_share_one_attachment,
+    a_core_restart_mid_trip_shows_in_no_app_of_two_hundred,
+    a_broken_attachment_is_attached_again_unseen_by_the_apps,
+    drivers_positions_go_up_the_same_connection,
+);

@@ -2,13 +2,11 @@
 //! ended while it was away, open offers), and the opt-in resume of `?recover=1` /
 //! `?since=<cursor>`, across a core-svc restart too.
 
-mod support;
-
+use crate::support::edge::{Ws, spawn_edge};
+use crate::support::*;
 use logi::auth::Role;
 use logi::pb;
 use serde_json::{Value, json};
-use support::edge::{Ws, spawn_edge};
-use support::*;
 use ws_edge::dialect::channels_time;
 
 const RIDER: &str = "/regular_user/ws/bookings/";
@@ -45,10 +43,8 @@ async fn take_cursored(ws: &mut Ws, n: usize) -> (Vec<Value>, String) {
     (frames, last)
 }
 
-#[tokio::test]
-async fn a_rider_offline_while_its_trips_end_learns_it_on_reconnect() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn a_rider_offline_while_its_trips_end_learns_it_on_reconnect(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &[]).await;
     let mut service = core.as_(Role::Service, "backend").await;
     service.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
@@ -78,10 +74,8 @@ async fn a_rider_offline_while_its_trips_end_learns_it_on_reconnect() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn a_driver_reconnecting_inside_the_offer_window_sees_the_offer() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn a_driver_reconnecting_inside_the_offer_window_sees_the_offer(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &[]).await;
     let mut service = core.as_(Role::Service, "backend").await;
     service.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
@@ -125,10 +119,7 @@ async fn a_driver_reconnecting_inside_the_offer_window_sees_the_offer() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn an_app_resuming_with_since_gets_exactly_what_it_missed_across_a_core_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("logi.db");
+async fn an_app_resuming_with_since_gets_exactly_what_it_missed_across_a_core_restart(db: Db) {
     let core = spawn_core(&db, &[]).await;
     let addr = core.addr.to_string();
     let edge = spawn_edge(core.addr, &[]).await;
@@ -181,10 +172,8 @@ async fn an_app_resuming_with_since_gets_exactly_what_it_missed_across_a_core_re
     core.stop().await;
 }
 
-#[tokio::test]
-async fn a_cursor_that_cannot_be_honoured_gets_resync_then_the_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn a_cursor_that_cannot_be_honoured_gets_resync_then_the_snapshot(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &[]).await;
     let mut service = core.as_(Role::Service, "backend").await;
     service.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
@@ -234,10 +223,8 @@ async fn a_cursor_that_cannot_be_honoured_gets_resync_then_the_snapshot() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn without_recover_frames_carry_no_cursor_and_logi_resync_keeps_the_envelope() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn without_recover_frames_carry_no_cursor_and_logi_resync_keeps_the_envelope(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &[]).await;
     let mut service = core.as_(Role::Service, "backend").await;
     service.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
@@ -263,3 +250,11 @@ async fn without_recover_frames_carry_no_cursor_and_logi_resync_keeps_the_envelo
     edge.stop().await;
     core.stop().await;
 }
+
+crate::on_every_store!(
+    a_rider_offline_while_its_trips_end_learns_it_on_reconnect,
+    a_driver_reconnecting_inside_the_offer_window_sees_the_offer,
+    an_app_resuming_with_since_gets_exactly_what_it_missed_across_a_core_restart,
+    a_cursor_that_cannot_be_honoured_gets_resync_then_the_snapshot,
+    without_recover_frames_carry_no_cursor_and_logi_resync_keeps_the_envelope,
+);

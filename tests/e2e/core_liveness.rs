@@ -1,15 +1,11 @@
 //! Drivers who go silent leave dispatch and come back with their next position;
 //! positions outlive a core-svc restart.
 
-mod support;
-
+use crate::support::*;
 use logi::auth::Role;
-use support::*;
 
-#[tokio::test]
-async fn a_silent_driver_leaves_dispatch_and_its_next_position_brings_it_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &["--driver-stale-after", "1s"]).await;
+async fn a_silent_driver_leaves_dispatch_and_its_next_position_brings_it_back(db: Db) {
+    let core = spawn_core(&db, &["--driver-stale-after", "1s"]).await;
     let mut service = core.as_(Role::Service, "backend").await;
     let mut admins = service.subscribe(&["admins"]).await;
     let mut offers = service.subscribe(&["driver_45_available_bookings"]).await;
@@ -37,10 +33,7 @@ async fn a_silent_driver_leaves_dispatch_and_its_next_position_brings_it_back() 
     core.stop().await;
 }
 
-#[tokio::test]
-async fn after_a_restart_drivers_are_found_where_they_last_were() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("logi.db");
+async fn after_a_restart_drivers_are_found_where_they_last_were(db: Db) {
     let core = spawn_core(&db, &[]).await;
     let mut service = core.as_(Role::Service, "backend").await;
     service.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
@@ -69,3 +62,8 @@ async fn after_a_restart_drivers_are_found_where_they_last_were() {
     assert_eq!((found.latitude, found.longitude), PICKUP);
     core.stop().await;
 }
+
+crate::on_every_store!(
+    a_silent_driver_leaves_dispatch_and_its_next_position_brings_it_back,
+    after_a_restart_drivers_are_found_where_they_last_were,
+);

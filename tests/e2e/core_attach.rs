@@ -3,13 +3,11 @@
 //! cursors (across a restart too), fresh snapshots between the events they cover and
 //! those after, and unwatch.
 
-mod support;
-
 use std::collections::VecDeque;
 
+use crate::support::*;
 use logi::auth::Role;
 use logi::pb;
-use support::*;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -97,10 +95,8 @@ impl Attached {
     }
 }
 
-#[tokio::test]
-async fn only_a_service_may_attach() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn only_a_service_may_attach(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let mut admin = core.as_(Role::Admin, "ops").await;
     let refused = match attach(&mut admin).await {
         Err(status) => status,
@@ -114,10 +110,8 @@ async fn only_a_service_may_attach() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn many_topics_on_one_stream_each_event_once_and_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn many_topics_on_one_stream_each_event_once_and_in_order(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let mut service = core.as_(Role::Service, "ws-edge").await;
     service.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
     let mut edge = attach(&mut service).await.unwrap();
@@ -165,16 +159,19 @@ async fn many_topics_on_one_stream_each_event_once_and_in_order() {
             .collect();
         assert_eq!(seen[&topic], want, "{topic}");
     }
+    // SQLite commits the concurrent bookings in a few group commits, and each
+    // commit's events travel together. PostgreSQL commits each on its own
+    // connection and the hub passes each on at once, rather than holding one back
+    // for company: there a batch is whatever queued while the last was sent.
     let batches = edge.batch_count - before;
-    assert!(batches < 100, "100 events came in {batches} batches");
+    if !db.is_postgres() {
+        assert!(batches < 100, "100 events came in {batches} batches");
+    }
     edge.assert_quiet().await;
     core.stop().await;
 }
 
-#[tokio::test]
-async fn a_topic_resumes_from_its_cursor_across_a_restart_and_can_be_unwatched() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("logi.db");
+async fn a_topic_resumes_from_its_cursor_across_a_restart_and_can_be_unwatched(db: Db) {
     let core = spawn_core(&db, &[]).await;
     let addr = core.addr.to_string();
     let mut service = core.as_(Role::Service, "ws-edge").await;
@@ -227,10 +224,8 @@ async fn a_topic_resumes_from_its_cursor_across_a_restart_and_can_be_unwatched()
     core.stop().await;
 }
 
-#[tokio::test]
-async fn a_fresh_snapshot_comes_between_what_it_covers_and_what_follows() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn a_fresh_snapshot_comes_between_what_it_covers_and_what_follows(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let mut service = core.as_(Role::Service, "ws-edge").await;
     service.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
     let mut edge = attach(&mut service).await.unwrap();
@@ -269,3 +264,10 @@ async fn a_fresh_snapshot_comes_between_what_it_covers_and_what_follows() {
     assert_eq!(edge.end().await.code(), tonic::Code::InvalidArgument);
     core.stop().await;
 }
+
+crate::on_every_store!(
+    only_a_service_may_attach,
+    many_topics_on_one_stream_each_event_once_and_in_order,
+    a_topic_resumes_from_its_cursor_across_a_restart_and_can_be_unwatched,
+    a_fresh_snapshot_comes_between_what_it_covers_and_what_follows,
+);

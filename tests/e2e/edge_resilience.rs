@@ -1,16 +1,14 @@
 //! What ws-edge does when things go wrong: core-svc restarts, long outages, expiring
 //! tokens, oversized or malformed frames, silent and slow clients.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::edge::{Ws, spawn_edge};
+use crate::support::*;
 use futures::StreamExt;
 use logi::auth::{Role, Signer};
 use logi::pb;
 use serde_json::json;
-use support::edge::{Ws, spawn_edge};
-use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Driver 45 streams `n` positions as fast as core-svc takes them.
@@ -36,10 +34,7 @@ async fn trip(service: &mut Client) -> u64 {
     id
 }
 
-#[tokio::test]
-async fn a_core_restart_mid_trip_goes_unnoticed_by_the_rider() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("logi.db");
+async fn a_core_restart_mid_trip_goes_unnoticed_by_the_rider(db: Db) {
     let core = spawn_core(&db, &[]).await;
     let addr = core.addr;
     let edge = spawn_edge(addr, &[]).await;
@@ -81,10 +76,8 @@ async fn a_core_restart_mid_trip_goes_unnoticed_by_the_rider() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn an_outage_past_the_limit_closes_with_1012() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn an_outage_past_the_limit_closes_with_1012(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &["--upstream-outage-limit", "300ms"]).await;
     let mut rider = edge.connect("/ws", &token(Role::User, "12")).await;
     core.stop().await;
@@ -96,10 +89,8 @@ async fn an_outage_past_the_limit_closes_with_1012() {
     edge.stop().await;
 }
 
-#[tokio::test]
-async fn a_token_that_expires_while_connected_closes_with_4001() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn a_token_that_expires_while_connected_closes_with_4001(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &[]).await;
     let short = Signer::hs256(SECRET.as_bytes())
         .unwrap()
@@ -111,10 +102,8 @@ async fn a_token_that_expires_while_connected_closes_with_4001() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn bad_frames_get_an_error_frame_and_the_connection_stays() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn bad_frames_get_an_error_frame_and_the_connection_stays(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &["--max-frame-bytes", "2048"]).await;
     let mut service = core.as_(Role::Service, "backend").await;
     trip(&mut service).await;
@@ -182,8 +171,8 @@ async fn bad_frames_get_an_error_frame_and_the_connection_stays() {
 #[tokio::test]
 async fn a_client_that_closes_gets_its_close_answered() {
     use futures::SinkExt;
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+    let db = Db::sqlite();
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &[]).await;
     let mut app = edge.connect("/ws", &token(Role::User, "12")).await;
     app.0.send(Message::Close(None)).await.unwrap();
@@ -205,10 +194,8 @@ async fn a_client_that_closes_gets_its_close_answered() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn a_client_that_answers_no_pings_is_closed_with_4002() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn a_client_that_answers_no_pings_is_closed_with_4002(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &["--ping-interval", "100ms"]).await;
     let mut silent = edge.connect("/ws", &token(Role::User, "12")).await;
     // Not reading means not answering pings.
@@ -227,10 +214,8 @@ async fn a_client_that_answers_no_pings_is_closed_with_4002() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn a_client_that_keeps_up_is_not_closed_by_a_burst() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn a_client_that_keeps_up_is_not_closed_by_a_burst(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     // A small outbox, and socket buffers the kernel sizes (up to 4 MiB, far more
     // than the burst below): the socket always takes what the edge writes, so a
     // burst of events buffered upstream must go out as fast as it comes in, not
@@ -276,10 +261,8 @@ async fn a_client_that_keeps_up_is_not_closed_by_a_burst() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn a_client_that_does_not_keep_up_is_closed_with_1013() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn a_client_that_does_not_keep_up_is_closed_with_1013(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     // A small socket send buffer, so that a few dozen frames fill what the kernel
     // takes: how many of the pings below reach the edge depends on how far its
     // subscription falls behind (locations are latest-wins), not on this test.
@@ -334,10 +317,8 @@ impl SendBinary
     }
 }
 
-#[tokio::test]
-async fn edges_can_share_a_port() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn edges_can_share_a_port(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let first = ws_edge::server::bind("127.0.0.1:0".parse().unwrap(), true, None).unwrap();
     let addr = first.local_addr().unwrap();
     // Without SO_REUSEPORT a second bind to the same port is refused.
@@ -374,3 +355,14 @@ async fn edges_can_share_a_port() {
     b.await.unwrap().unwrap();
     core.stop().await;
 }
+
+crate::on_every_store!(
+    a_core_restart_mid_trip_goes_unnoticed_by_the_rider,
+    an_outage_past_the_limit_closes_with_1012,
+    a_token_that_expires_while_connected_closes_with_4001,
+    bad_frames_get_an_error_frame_and_the_connection_stays,
+    a_client_that_answers_no_pings_is_closed_with_4002,
+    a_client_that_keeps_up_is_not_closed_by_a_burst,
+    a_client_that_does_not_keep_up_is_closed_with_1013,
+    edges_can_share_a_port,
+);

@@ -1,18 +1,14 @@
 //! A whole trip and a cancel through ws-edge in the logi dialect, seen by a rider,
 //! a driver and an admin: the envelope of `spec/logi-dialect.txt`.
 
-mod support;
-
+use crate::support::edge::spawn_edge;
+use crate::support::*;
 use logi::auth::Role;
 use logi::pb;
 use serde_json::json;
-use support::edge::spawn_edge;
-use support::*;
 
-#[tokio::test]
-async fn a_whole_trip_and_a_cancel_in_logi_frames() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn a_whole_trip_and_a_cancel_in_logi_frames(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &[]).await;
     let mut service = core.as_(Role::Service, "backend").await;
 
@@ -150,10 +146,8 @@ async fn a_whole_trip_and_a_cancel_in_logi_frames() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn a_reconnecting_app_is_brought_up_to_date() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn a_reconnecting_app_is_brought_up_to_date(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &[]).await;
     let mut service = core.as_(Role::Service, "backend").await;
     service.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
@@ -184,3 +178,8 @@ async fn a_reconnecting_app_is_brought_up_to_date() {
     edge.stop().await;
     core.stop().await;
 }
+
+crate::on_every_store!(
+    a_whole_trip_and_a_cancel_in_logi_frames,
+    a_reconnecting_app_is_brought_up_to_date,
+);

@@ -1,21 +1,17 @@
 //! First-wins accepts, the OTP limit, error codes and role rules, through core-svc's
 //! real gRPC API.
 
-mod support;
-
 fn denied<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> Code {
     r.unwrap_err().code()
 }
 
+use crate::support::*;
 use logi::auth::Role;
 use logi::pb;
-use support::*;
 use tonic::Code;
 
-#[tokio::test]
-async fn of_fifty_concurrent_accepts_exactly_one_wins() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &["--dispatch-drivers", "50"]).await;
+async fn of_fifty_concurrent_accepts_exactly_one_wins(db: Db) {
+    let core = spawn_core(&db, &["--dispatch-drivers", "50"]).await;
     let mut service = core.as_(Role::Service, "dispatch").await;
     for i in 0..50 {
         service
@@ -81,10 +77,8 @@ async fn of_fifty_concurrent_accepts_exactly_one_wins() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn five_wrong_otps_then_exhausted_until_the_rider_gets_a_new_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn five_wrong_otps_then_exhausted_until_the_rider_gets_a_new_one(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let mut rider = core.as_(Role::User, "12").await;
     let mut driver = core.as_(Role::Driver, "45").await;
     driver.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
@@ -153,10 +147,8 @@ async fn five_wrong_otps_then_exhausted_until_the_rider_gets_a_new_one() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn every_error_code_with_a_message_a_person_can_act_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn every_error_code_with_a_message_a_person_can_act_on(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let channel = core.channel().await;
 
     // UNAUTHENTICATED: no token, garbage, a foreign signature, an expired token.
@@ -360,10 +352,8 @@ async fn every_error_code_with_a_message_a_person_can_act_on() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn roles_see_and_do_only_their_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn roles_see_and_do_only_their_own(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let mut rider = core.as_(Role::User, "12").await;
     let mut other_rider = core.as_(Role::User, "13").await;
     let mut driver = core.as_(Role::Driver, "45").await;
@@ -518,10 +508,8 @@ async fn roles_see_and_do_only_their_own() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn offline_drivers_lose_their_offers_and_strangers_learn_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn offline_drivers_lose_their_offers_and_strangers_learn_nothing(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let mut service = core.as_(Role::Service, "backend").await;
     let mut driver = core.as_(Role::Driver, "45").await;
     let mut stranger = core.as_(Role::Driver, "99").await;
@@ -613,3 +601,11 @@ async fn offline_drivers_lose_their_offers_and_strangers_learn_nothing() {
     assert_eq!(service.get(next).await.unwrap().otp.len(), 6);
     core.stop().await;
 }
+
+crate::on_every_store!(
+    of_fifty_concurrent_accepts_exactly_one_wins,
+    five_wrong_otps_then_exhausted_until_the_rider_gets_a_new_one,
+    every_error_code_with_a_message_a_person_can_act_on,
+    roles_see_and_do_only_their_own,
+    offline_drivers_lose_their_offers_and_strangers_learn_nothing,
+);

@@ -1,13 +1,11 @@
 //! A whole trip and the cancel paths through ws-edge in the channels dialect, with
 //! real WebSocket clients: the exact frames of `spec/channels-dialect.md`.
 
-mod support;
-
+use crate::support::edge::spawn_edge;
+use crate::support::*;
 use logi::auth::Role;
 use logi::pb;
 use serde_json::json;
-use support::edge::spawn_edge;
-use support::*;
 
 fn at(t: Option<prost_types::Timestamp>) -> String {
     let secs = t.unwrap().seconds;
@@ -31,10 +29,8 @@ fn at(t: Option<prost_types::Timestamp>) -> String {
     )
 }
 
-#[tokio::test]
-async fn a_whole_trip_in_channels_frames() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn a_whole_trip_in_channels_frames(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &[]).await;
     let mut service = core.as_(Role::Service, "backend").await;
     service
@@ -148,10 +144,8 @@ async fn a_whole_trip_in_channels_frames() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn cancels_in_channels_frames() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn cancels_in_channels_frames(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &[]).await;
     let mut service = core.as_(Role::Service, "backend").await;
     service.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
@@ -220,3 +214,5 @@ async fn cancels_in_channels_frames() {
     edge.stop().await;
     core.stop().await;
 }
+
+crate::on_every_store!(a_whole_trip_in_channels_frames, cancels_in_channels_frames,);

@@ -1,17 +1,13 @@
 //! The booking lifecycle through core-svc's real gRPC API, with the events every
 //! topic receives.
 
-mod support;
-
+use crate::support::*;
 use logi::auth::Role;
 use logi::pb;
-use support::*;
 use tonic::Code;
 
-#[tokio::test]
-async fn a_whole_trip_as_rider_driver_and_admin_see_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn a_whole_trip_as_rider_driver_and_admin_see_it(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let mut rider = core.as_(Role::User, "12").await;
     let mut driver = core.as_(Role::Driver, "45").await;
     let mut admin = core.as_(Role::Admin, "ops").await;
@@ -199,10 +195,8 @@ async fn a_whole_trip_as_rider_driver_and_admin_see_it() {
     assert_eq!(rider_events.end().await.code(), Code::Unavailable);
 }
 
-#[tokio::test]
-async fn cancels_by_the_rider_and_by_the_driver() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn cancels_by_the_rider_and_by_the_driver(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let mut rider = core.as_(Role::User, "12").await;
     let mut driver = core.as_(Role::Driver, "45").await;
     let mut rider_events = rider.subscribe(&["user_12_bookings"]).await;
@@ -317,3 +311,8 @@ async fn cancels_by_the_rider_and_by_the_driver() {
     );
     core.stop().await;
 }
+
+crate::on_every_store!(
+    a_whole_trip_as_rider_driver_and_admin_see_it,
+    cancels_by_the_rider_and_by_the_driver,
+);

@@ -2,11 +2,9 @@
 //! it: many drivers' positions on one stream, each batch answered with its
 //! refusals, the stream going on past them; `service` tokens only.
 
-mod support;
-
+use crate::support::*;
 use logi::auth::Role;
 use logi::pb;
-use support::*;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
@@ -21,10 +19,8 @@ fn at(driver: &str, latitude: f64) -> pb::UpdateDriverLocationRequest {
     }
 }
 
-#[tokio::test]
-async fn each_batch_is_answered_with_its_refusals_and_the_stream_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn each_batch_is_answered_with_its_refusals_and_the_stream_goes_on(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let mut service = core.as_(Role::Service, "edge").await;
     service.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
     let trip = service.book("12", "car").await.unwrap().id;
@@ -89,10 +85,8 @@ async fn each_batch_is_answered_with_its_refusals_and_the_stream_goes_on() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn only_service_tokens_may_relay() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn only_service_tokens_may_relay(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let mut driver = core.as_(Role::Driver, "45").await;
     let (_tx, rx) = mpsc::channel::<pb::LocationBatch>(1);
     let status = driver
@@ -107,3 +101,8 @@ async fn only_service_tokens_may_relay() {
     );
     core.stop().await;
 }
+
+crate::on_every_store!(
+    each_batch_is_answered_with_its_refusals_and_the_stream_goes_on,
+    only_service_tokens_may_relay,
+);

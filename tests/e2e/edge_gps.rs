@@ -2,22 +2,18 @@
 //! latest (one call to core-svc in flight at a time), the driver's own frames still
 //! come, and a refused position still gets its error frame.
 
-mod support;
-
+use crate::support::edge::spawn_edge;
+use crate::support::*;
 use logi::auth::Role;
 use serde_json::{Value, json};
-use support::edge::spawn_edge;
-use support::*;
 
 fn position(lat: f64) -> String {
     json!({"type": "location_update", "current_latitude": lat.to_string(), "current_longitude": "-122.4194"})
         .to_string()
 }
 
-#[tokio::test]
-async fn a_burst_of_positions_is_folded_into_the_latest() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn a_burst_of_positions_is_folded_into_the_latest(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &[]).await;
     let mut service = core.as_(Role::Service, "backend").await;
     service.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
@@ -65,10 +61,8 @@ async fn a_burst_of_positions_is_folded_into_the_latest() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn a_refused_position_still_gets_its_error_frame() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn a_refused_position_still_gets_its_error_frame(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &[]).await;
     // Never registered with SetDriverStatus.
     let mut driver = edge
@@ -86,3 +80,8 @@ async fn a_refused_position_still_gets_its_error_frame() {
     edge.stop().await;
     core.stop().await;
 }
+
+crate::on_every_store!(
+    a_burst_of_positions_is_folded_into_the_latest,
+    a_refused_position_still_gets_its_error_frame,
+);

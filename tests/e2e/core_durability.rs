@@ -1,18 +1,13 @@
 //! What survives: restarts on the same database, resume cursors, expiry and
 //! widening of pending bookings, and the standard services grpcurl relies on.
 
-mod support;
-
+use crate::support::*;
 use logi::auth::Role;
 use logi::pb;
-use support::*;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-#[tokio::test]
-async fn a_restart_on_the_same_database_keeps_bookings_drivers_and_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("data/logi.db");
+async fn a_restart_on_the_same_database_keeps_bookings_drivers_and_history(db: Db) {
     let core = spawn_core(&db, &[]).await;
     let mut service = core.as_(Role::Service, "backend").await;
     service.driver_online("45", "van", PICKUP.0, PICKUP.1).await;
@@ -88,10 +83,8 @@ async fn epoch(client: &mut Client) -> u64 {
     probe.next().await.cursor.unwrap().epoch
 }
 
-#[tokio::test]
-async fn resuming_from_a_cursor_replays_exactly_the_missed_events_then_goes_live() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn resuming_from_a_cursor_replays_exactly_the_missed_events_then_goes_live(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let mut rider = core.as_(Role::User, "12").await;
     let mut driver = core.as_(Role::Driver, "45").await;
     driver.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
@@ -185,10 +178,7 @@ async fn resuming_from_a_cursor_replays_exactly_the_missed_events_then_goes_live
     core.stop().await;
 }
 
-#[tokio::test]
-async fn positions_keep_increasing_offsets_past_a_resumed_cursor() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("logi.db");
+async fn positions_keep_increasing_offsets_past_a_resumed_cursor(db: Db) {
     let core = spawn_core(&db, &[]).await;
     let mut service = core.as_(Role::Service, "backend").await;
     service.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
@@ -232,9 +222,7 @@ async fn positions_keep_increasing_offsets_past_a_resumed_cursor() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn unaccepted_bookings_widen_their_search_then_expire() {
-    let dir = tempfile::tempdir().unwrap();
+async fn unaccepted_bookings_widen_their_search_then_expire(db: Db) {
     let flags = [
         "--dispatch-radius-m",
         "1000",
@@ -245,7 +233,7 @@ async fn unaccepted_bookings_widen_their_search_then_expire() {
         "--offer-timeout",
         "1s",
     ];
-    let core = spawn_core(&dir.path().join("logi.db"), &flags).await;
+    let core = spawn_core(&db, &flags).await;
     let mut rider = core.as_(Role::User, "12").await;
     let mut near = core.as_(Role::Driver, "near").await;
     let mut far = core.as_(Role::Driver, "far").await;
@@ -302,10 +290,8 @@ async fn unaccepted_bookings_widen_their_search_then_expire() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn a_gps_feed_streams_positions_and_stops_at_the_first_bad_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn a_gps_feed_streams_positions_and_stops_at_the_first_bad_one(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let mut driver = core.as_(Role::Driver, "45").await;
     driver.driver_online("45", "car", PICKUP.0, PICKUP.1).await;
     let point = |lat: f64| pb::UpdateDriverLocationRequest {
@@ -363,8 +349,8 @@ async fn health_and_both_reflection_versions_answer_without_a_token() {
     };
     use tonic_reflection::pb::{v1, v1alpha};
 
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+    let db = Db::sqlite();
+    let core = spawn_core(&db, &[]).await;
     let channel = core.channel().await;
     let mut health = HealthClient::new(channel.clone());
     for service in ["", "logi.v1.BookingService", "logi.v1.EventService"] {
@@ -439,10 +425,8 @@ async fn health_and_both_reflection_versions_answer_without_a_token() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn a_stream_head_lets_a_subscriber_resume_before_its_first_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn a_stream_head_lets_a_subscriber_resume_before_its_first_event(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let mut rider = core.as_(Role::User, "12").await;
     let first = rider.book("12", "car").await.unwrap().id;
 
@@ -486,3 +470,12 @@ const EVENTS_SO_FAR: u64 = 1;
 fn logi_offset_span() -> u64 {
     core_svc::hub::EPHEMERAL_SPAN
 }
+
+crate::on_every_store!(
+    a_restart_on_the_same_database_keeps_bookings_drivers_and_history,
+    resuming_from_a_cursor_replays_exactly_the_missed_events_then_goes_live,
+    positions_keep_increasing_offsets_past_a_resumed_cursor,
+    unaccepted_bookings_widen_their_search_then_expire,
+    a_gps_feed_streams_positions_and_stops_at_the_first_bad_one,
+    a_stream_head_lets_a_subscriber_resume_before_its_first_event,
+);

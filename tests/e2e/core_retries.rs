@@ -1,15 +1,10 @@
 //! Retries are safe: a CreateBooking repeated with its request_id (say, after its
 //! answer was lost to a core-svc crash) gets the booking the first call made.
 
-mod support;
-
+use crate::support::*;
 use logi::auth::Role;
-use support::*;
 
-#[tokio::test]
-async fn a_repeated_request_id_gets_the_same_booking_across_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("logi.db");
+async fn a_repeated_request_id_gets_the_same_booking_across_a_restart(db: Db) {
     let core = spawn_core(&db, &[]).await;
     let addr = core.addr.to_string();
     let mut rider = core.as_(Role::User, "12").await;
@@ -93,3 +88,5 @@ async fn a_repeated_request_id_gets_the_same_booking_across_a_restart() {
     );
     core.stop().await;
 }
+
+crate::on_every_store!(a_repeated_request_id_gets_the_same_booking_across_a_restart,);

@@ -1,16 +1,14 @@
 //! With only a public key configured (EdDSA here), ws-edge verifies apps' tokens
 //! with it and calls core-svc with the service token it is given.
 
-mod support;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::support::edge::spawn_edge;
+use crate::support::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
-use support::edge::spawn_edge;
-use support::*;
 
-const PRIVATE: &[u8] = include_bytes!("fixtures/ed25519.key");
+const PRIVATE: &[u8] = include_bytes!("../fixtures/ed25519.key");
 const PUBLIC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ed25519.pub");
 
 fn ed25519(sub: &str, role: &str) -> String {
@@ -28,10 +26,8 @@ fn ed25519(sub: &str, role: &str) -> String {
     .unwrap()
 }
 
-#[tokio::test]
-async fn public_key_mode_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &["--jwt-public-key", PUBLIC]).await;
+async fn public_key_mode_end_to_end(db: Db) {
+    let core = spawn_core(&db, &["--jwt-public-key", PUBLIC]).await;
     let service_token = ed25519("ws-edge", "service");
     let edge = spawn_edge(
         core.addr,
@@ -63,3 +59,5 @@ async fn public_key_mode_end_to_end() {
     edge.stop().await;
     core.stop().await;
 }
+
+crate::on_every_store!(public_key_mode_end_to_end,);

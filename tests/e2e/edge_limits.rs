@@ -2,13 +2,11 @@
 //! slowloris clients), the header-size limit, the connection limit and the cap on
 //! WebSockets per principal.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::edge::spawn_edge;
+use crate::support::*;
 use logi::auth::Role;
-use support::edge::spawn_edge;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -22,10 +20,8 @@ async fn until_closed(tcp: &mut TcpStream) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
-#[tokio::test]
-async fn silent_and_slow_clients_are_dropped_at_the_handshake_deadline() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn silent_and_slow_clients_are_dropped_at_the_handshake_deadline(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &["--handshake-timeout", "1s"]).await;
 
     let mut silent = TcpStream::connect(edge.addr).await.unwrap();
@@ -53,10 +49,8 @@ async fn silent_and_slow_clients_are_dropped_at_the_handshake_deadline() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn an_oversized_request_head_gets_431() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn an_oversized_request_head_gets_431(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &[]).await;
     let mut tcp = TcpStream::connect(edge.addr).await.unwrap();
     let big = "a".repeat(20 * 1024);
@@ -74,10 +68,8 @@ async fn an_oversized_request_head_gets_431() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn past_the_connection_limit_the_edge_answers_503_with_retry_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn past_the_connection_limit_the_edge_answers_503_with_retry_after(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &["--max-connections", "2"]).await;
     let a = edge.connect("/ws", &token(Role::User, "1")).await;
     let _b = edge.connect("/ws", &token(Role::User, "2")).await;
@@ -114,10 +106,8 @@ async fn past_the_connection_limit_the_edge_answers_503_with_retry_after() {
     core.stop().await;
 }
 
-#[tokio::test]
-async fn a_principal_may_hold_only_so_many_websockets() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = spawn_core(&dir.path().join("logi.db"), &[]).await;
+async fn a_principal_may_hold_only_so_many_websockets(db: Db) {
+    let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &["--max-connections-per-principal", "2"]).await;
     let driver = token(Role::Driver, "45");
     let first = edge.connect("/ws", &driver).await;
@@ -146,3 +136,10 @@ async fn a_principal_may_hold_only_so_many_websockets() {
     edge.stop().await;
     core.stop().await;
 }
+
+crate::on_every_store!(
+    silent_and_slow_clients_are_dropped_at_the_handshake_deadline,
+    an_oversized_request_head_gets_431,
+    past_the_connection_limit_the_edge_answers_503_with_retry_after,
+    a_principal_may_hold_only_so_many_websockets,
+);
