@@ -7,6 +7,7 @@
 
 mod support;
 
+mod cluster;
 mod core_attach;
 mod core_durability;
 mod core_lifecycle;

@@ -14,6 +14,8 @@ use tempfile::TempDir;
 
 /// Where the PostgreSQL tests create their databases.
 pub const POSTGRES_URL: &str = "LOGI_TEST_POSTGRES_URL";
+/// The NATS server the cluster tests' replicas talk through.
+pub const NATS_URL: &str = "LOGI_TEST_NATS_URL";
 
 pub struct Db {
     location: String,
@@ -48,6 +50,18 @@ impl Db {
             dir: tempfile::tempdir().unwrap(),
             _scratch: Some(scratch),
         })
+    }
+
+    /// A new PostgreSQL database and the NATS server, for replicas of a cluster;
+    /// None (said once) unless both are configured. Clusters of tests running at
+    /// once do not hear each other: replicas talk on subjects named after their
+    /// database's epoch.
+    pub async fn cluster() -> Option<(Self, String)> {
+        let Ok(nats) = std::env::var(NATS_URL) else {
+            skipped();
+            return None;
+        };
+        Some((Self::postgres().await?, nats))
     }
 
     /// What `--database` is given.

@@ -1,0 +1,166 @@
+//! Several core-svc replicas on one PostgreSQL database, telling each other their
+//! commits and drivers' positions over NATS: whichever replica a call goes to and
+//! whichever one a subscriber reads from, every event arrives, once, in order.
+
+use logi::auth::Role;
+use logi::pb;
+
+use crate::support::*;
+
+/// Two replicas of one cluster, or None when PostgreSQL or NATS is not configured.
+async fn two_replicas(extra: &[&str]) -> Option<(Db, Core, Core)> {
+    let (db, nats) = Db::cluster().await?;
+    let mut flags = vec!["--nats-url", nats.as_str()];
+    flags.extend_from_slice(extra);
+    let one = spawn_core(&db, &flags).await;
+    let two = spawn_core(&db, &flags).await;
+    Some((db, one, two))
+}
+
+#[tokio::test]
+async fn a_trip_made_through_two_replicas_reaches_subscribers_of_both() {
+    let Some((_db, one, two)) = two_replicas(&[]).await else {
+        return;
+    };
+    // The rider and the driver read from replica two, the admins from one.
+    let mut rider = two.as_(Role::User, "12").await;
+    let mut driver = two.as_(Role::Driver, "45").await;
+    let mut rider_events = rider.subscribe(&["user_12_bookings"]).await;
+    let mut driver_events = driver
+        .subscribe(&["driver_45_available_bookings", "driver_45_bookings"])
+        .await;
+    let mut admin_events = one
+        .as_(Role::Admin, "ops")
+        .await
+        .subscribe(&["admins"])
+        .await;
+
+    // The driver comes online through replica one, which also finds it for the
+    // booking made there: its position reached one's spatial index.
+    let mut service_one = one.as_(Role::Service, "backend").await;
+    service_one
+        .driver_online("45", "car", PICKUP.0 + 0.001, PICKUP.1)
+        .await;
+    assert_eq!(
+        admin_events.take(1).await,
+        ["admins driver_status 45 available"]
+    );
+    let id = service_one.book("12", "car").await.unwrap().id;
+    assert_eq!(
+        rider_events.take(1).await,
+        [format!(
+            "user_12_bookings booking_changed #{id} unspecified->pending"
+        )]
+    );
+    assert_eq!(
+        driver_events.take(1).await,
+        [format!(
+            "driver_45_available_bookings booking_offered #{id}"
+        )]
+    );
+    assert_eq!(
+        admin_events.take(1).await,
+        [format!("admins booking_changed #{id} unspecified->pending")]
+    );
+
+    // Accepted through replica two.
+    let accepted = driver.accept(id, "45").await.unwrap();
+    assert_eq!(accepted.status, pb::BookingStatus::Accepted as i32);
+    let rider_saw = rider_events.take(2).await;
+    assert_eq!(
+        rider_saw,
+        [
+            format!("user_12_bookings booking_changed #{id} pending->accepted"),
+            format!("user_12_bookings otp_issued #{id}"),
+        ]
+    );
+    assert_eq!(
+        admin_events.take(2).await,
+        [
+            format!("admins booking_changed #{id} pending->accepted"),
+            "admins driver_status 45 on_trip".to_owned(),
+        ]
+    );
+
+    // A position sent to replica one reaches the rider on replica two. First
+    // replica one learns of the trip from two's commit: then the rider may ask
+    // it where the driver is.
+    let mut rider_one = one.as_(Role::User, "12").await;
+    let asked = pb::GetDriverLocationRequest {
+        driver_id: "45".into(),
+    };
+    tokio::time::timeout(PATIENCE, async {
+        while rider_one
+            .locations
+            .get_driver_location(asked.clone())
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("replica one hears of the accept");
+    let mut driver_one = one.as_(Role::Driver, "45").await;
+    let on_trip = driver_one
+        .move_driver("45", PICKUP.0, PICKUP.1)
+        .await
+        .unwrap();
+    assert_eq!(
+        on_trip, id,
+        "replica one knows the trip replica two accepted"
+    );
+    let position = rider_events.next().await;
+    assert_eq!(
+        summary(&position),
+        format!("user_12_bookings driver_location #{id} accepted 37.7955,-122.3937")
+    );
+
+    rider_events.assert_quiet().await;
+    admin_events.assert_quiet().await;
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test]
+async fn of_fifty_accepts_spread_over_two_replicas_exactly_one_wins() {
+    let Some((_db, one, two)) = two_replicas(&["--dispatch-drivers", "50"]).await else {
+        return;
+    };
+    let mut service = one.as_(Role::Service, "backend").await;
+    for d in 0..50 {
+        service
+            .driver_online(
+                &format!("d{d}"),
+                "car",
+                PICKUP.0 + 0.0001 * f64::from(d),
+                PICKUP.1,
+            )
+            .await;
+    }
+    let id = service.book("12", "car").await.unwrap().id;
+    let replicas = (&one, &two);
+    let outcomes = futures::future::join_all((0..50).map(|d| async move {
+        let replica = if d % 2 == 0 { replicas.0 } else { replicas.1 };
+        let mut driver = replica.as_(Role::Driver, &format!("d{d}")).await;
+        driver
+            .accept(id, &format!("d{d}"))
+            .await
+            .map(|b| b.driver_id)
+    }))
+    .await;
+    let winners: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    for lost in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+        assert_eq!(lost.code(), tonic::Code::FailedPrecondition, "{lost:?}");
+    }
+    let booking = two
+        .as_(Role::Service, "backend")
+        .await
+        .get(id)
+        .await
+        .unwrap();
+    assert_eq!(&booking.driver_id, winners[0]);
+    one.stop().await;
+    two.stop().await;
+}
