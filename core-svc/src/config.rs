@@ -60,6 +60,12 @@ pub struct Config {
     #[arg(long, env = "LOGI_OFFER_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub offer_timeout: Duration,
 
+    /// How long a replica's hold on a pending booking's dispatch lasts unrenewed:
+    /// when a replica dies, another takes its bookings over within this and a
+    /// third. E.g. 10s.
+    #[arg(long, env = "LOGI_DISPATCH_LEASE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub dispatch_lease: Duration,
+
     /// Durable events older than this are removed; resuming from before them needs
     /// a re-sync. E.g. 7d.
     #[arg(long, env = "LOGI_EVENT_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
@@ -131,6 +137,9 @@ impl Config {
                 "LOGI_DISPATCH_MAX_RADIUS_M must be at least LOGI_DISPATCH_RADIUS_M".into(),
             );
         }
+        if self.dispatch_lease < Duration::from_millis(300) {
+            return Err("LOGI_DISPATCH_LEASE must be at least 300ms".into());
+        }
         if self.dispatch_widen_every.is_zero() || self.offer_timeout.is_zero() {
             return Err(
                 "LOGI_DISPATCH_WIDEN_EVERY and LOGI_OFFER_TIMEOUT must be more than 0".into(),
@@ -183,6 +192,7 @@ impl Config {
             max_radius_m: self.dispatch_max_radius_m,
             widen_every: self.dispatch_widen_every,
             offer_timeout: self.offer_timeout,
+            lease: self.dispatch_lease,
         }
     }
 }

@@ -8,6 +8,16 @@
 //! not offered it yet, until someone accepts; after
 //! [`DispatchConfig::offer_timeout`] it expires the booking. The schedule is a pure
 //! [`Plan`]; the task only carries out its [`Step`]s.
+//!
+//! # Leases
+//! Replicas of a cluster share the pending bookings, and each booking is driven
+//! by one of them: the one holding its lease in the store. Every third of
+//! [`DispatchConfig::lease`] the task renews its leases and takes those that
+//! lapsed ([`Store::lease_pending`]): a replica that dies leaves its bookings to
+//! another within one lease and a third. The plan keeps only leased bookings (a
+//! booking it made a moment ago counts until the next round has seen it). At
+//! shutdown the task gives its leases up, so another replica (or the same one,
+//! restarted) takes them at once. A single node leases everything to itself.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -23,6 +33,9 @@ use crate::error::Error;
 use crate::model::{BookingId, GeoPoint, Offer};
 use crate::store::{PendingBooking, Store};
 
+/// How long shutdown waits to give the leases up.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DispatchConfig {
     /// Drivers offered a booking per round.
@@ -35,6 +48,8 @@ pub struct DispatchConfig {
     pub widen_every: Duration,
     /// A booking nobody accepted by then expires.
     pub offer_timeout: Duration,
+    /// How long a replica's hold on a booking's dispatch lasts unrenewed.
+    pub lease: Duration,
 }
 
 impl Default for DispatchConfig {
@@ -45,6 +60,7 @@ impl Default for DispatchConfig {
             max_radius_m: 12_000.0,
             widen_every: Duration::from_secs(20),
             offer_timeout: Duration::from_secs(120),
+            lease: Duration::from_secs(10),
         }
     }
 }
@@ -57,6 +73,8 @@ struct Pending {
     radius_m: f64,
     next: Instant,
     expires: Instant,
+    /// When the plan took it on.
+    since: Instant,
 }
 
 /// What the dispatcher must do now.
@@ -116,8 +134,26 @@ impl Plan {
                 radius_m,
                 next,
                 expires,
+                since: now,
             },
         );
+    }
+
+    pub fn contains(&self, id: BookingId) -> bool {
+        self.pending.contains_key(&id)
+    }
+
+    /// Forgets the bookings taken on before `before` that `leased` does not hold.
+    pub fn keep_leased(&mut self, leased: &HashSet<BookingId>, before: Instant) {
+        let gone: Vec<BookingId> = self
+            .pending
+            .iter()
+            .filter(|(id, p)| p.since < before && !leased.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.forget(id);
+        }
     }
 
     pub fn forget(&mut self, id: BookingId) {
@@ -230,6 +266,8 @@ impl Schedule {
 /// Carries out the [`Schedule`] against the store and the driver registry.
 pub struct Dispatcher {
     cfg: DispatchConfig,
+    /// Whose leases this replica holds.
+    replica: u64,
     schedule: Arc<Schedule>,
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
@@ -238,12 +276,14 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(
         cfg: DispatchConfig,
+        replica: u64,
         schedule: Arc<Schedule>,
         store: Arc<dyn Store>,
         registry: Arc<Registry>,
     ) -> Arc<Self> {
         Arc::new(Self {
             cfg,
+            replica,
             schedule,
             store,
             registry,
@@ -278,22 +318,37 @@ impl Dispatcher {
             .collect()
     }
 
-    /// Picks up the pending bookings of the database after a restart.
+    /// Renews this replica's leases and takes the lapsed ones: the plan follows
+    /// what it holds now. Returns how many bookings that is.
     ///
     /// # Errors
-    /// Storage errors.
-    pub async fn restore(&self) -> Result<usize, Error> {
-        let pending = self.store.pending().await?;
+    /// Storage errors; the plan is then left as it was.
+    pub async fn lease(&self) -> Result<usize, Error> {
+        let asked = Instant::now();
+        let leased = self
+            .store
+            .lease_pending(self.replica, self.cfg.lease)
+            .await?;
         let wall = SystemTime::now();
-        for p in &pending {
-            self.schedule
-                .track(p, wall.duration_since(p.created_at).unwrap_or_default());
+        let held: HashSet<BookingId> = leased.iter().map(|p| p.id).collect();
+        for p in &leased {
+            if !self.plan().contains(p.id) {
+                tracing::debug!(
+                    booking = p.id,
+                    "took over the dispatch of a pending booking"
+                );
+                self.schedule
+                    .track(p, wall.duration_since(p.created_at).unwrap_or_default());
+            }
         }
-        Ok(pending.len())
+        self.plan().keep_leased(&held, asked);
+        Ok(held.len())
     }
 
-    /// Runs rounds until `shutdown`.
+    /// Runs rounds until `shutdown`, then gives the leases up.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut leases = tokio::time::interval(self.cfg.lease / 3);
+        leases.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.plan().next_deadline();
             let sleep = async {
@@ -303,14 +358,29 @@ impl Dispatcher {
                 }
             };
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => break,
                 () = self.schedule.wake.notified() => continue,
+                _ = leases.tick() => {
+                    if let Err(e) = self.lease().await {
+                        tracing::warn!(error = %e, "cannot renew dispatch leases; trying again");
+                    }
+                    continue;
+                }
                 () = sleep => {}
             }
             let steps = self.plan().due(Instant::now());
             for step in steps {
                 self.carry_out(step).await;
             }
+        }
+        match tokio::time::timeout(RELEASE_TIMEOUT, self.store.release_leases(self.replica)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot give the dispatch leases up; they lapse by themselves")
+            }
+            Err(_) => tracing::warn!(
+                "giving the dispatch leases up took too long; they lapse by themselves"
+            ),
         }
     }
 
@@ -369,6 +439,7 @@ mod tests {
             max_radius_m: 3_000.0,
             widen_every: Duration::from_secs(20),
             offer_timeout: Duration::from_secs(60),
+            lease: Duration::from_secs(10),
         }
     }
 

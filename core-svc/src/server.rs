@@ -67,6 +67,8 @@ pub async fn run(
     let verifier = Arc::new(config.jwt.verifier().map_err(ServeError::Config)?);
     let registry = Arc::new(Registry::default());
     let schedule = Schedule::new(config.dispatch());
+    // This replica, among the others of a cluster: its leases and messages carry it.
+    let replica = rand::random_range(1..(1u64 << 62));
     let (store, live) = open_store(&config, &registry, &schedule).await?;
     let hub = live.hub.clone();
     let tasks = TaskTracker::new();
@@ -74,7 +76,7 @@ pub async fn run(
     // reads its start is then applied, not missed (driver changes by version).
     let cluster = match &config.nats_url {
         Some(url) => {
-            let cluster = Cluster::connect(url, store.epoch()).await?;
+            let cluster = Cluster::connect(url, store.epoch(), replica).await?;
             live.cluster.set(cluster.clone()).expect("connected once");
             cluster
                 .start(live.clone(), store.clone(), &tasks, shutdown.clone())
@@ -86,8 +88,14 @@ pub async fn run(
     for saved in store.drivers().await? {
         registry.restore(&saved.driver, saved.location, saved.unseen);
     }
-    let dispatcher = Dispatcher::new(config.dispatch(), schedule, store.clone(), registry.clone());
-    let pending = dispatcher.restore().await?;
+    let dispatcher = Dispatcher::new(
+        config.dispatch(),
+        replica,
+        schedule,
+        store.clone(),
+        registry.clone(),
+    );
+    let pending = dispatcher.lease().await?;
     tracing::info!(
         database = %config.database_shown(),
         epoch = store.epoch(),

@@ -5,6 +5,7 @@
 use logi::auth::Role;
 use logi::pb;
 
+use crate::support::proxy::spawn_proxy;
 use crate::support::*;
 
 /// Two replicas of one cluster, or None when PostgreSQL or NATS is not configured.
@@ -161,6 +162,61 @@ async fn of_fifty_accepts_spread_over_two_replicas_exactly_one_wins() {
         .await
         .unwrap();
     assert_eq!(&booking.driver_id, winners[0]);
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test]
+async fn a_replica_cut_off_from_the_database_leaves_its_pending_bookings_to_another() {
+    let Some((db, nats)) = Db::cluster().await else {
+        return;
+    };
+    let flags = [
+        "--nats-url",
+        nats.as_str(),
+        "--dispatch-lease",
+        "1s",
+        "--offer-timeout",
+        "4s",
+    ];
+    // Replica one reaches the database through a relay that can go down.
+    let authority = "127.0.0.1:5432";
+    assert!(db.location().contains(authority), "{}", db.location());
+    let relay = spawn_proxy(authority.parse().unwrap()).await;
+    let through_relay = Db::alias(
+        &db,
+        &db.location().replace(authority, &relay.addr.to_string()),
+    );
+    let one = spawn_core(&through_relay, &flags).await;
+    let mut service = one.as_(Role::Service, "backend").await;
+    let id = service.book("12", "car").await.unwrap().id;
+    // One leases it (its first round comes within a third of the lease) before
+    // replica two starts.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let two = spawn_core(&db, &flags).await;
+    let mut rider = two.as_(Role::User, "12").await;
+    let mut events = rider.subscribe(&["user_12_bookings"]).await;
+
+    relay.down();
+    // One can no longer renew; two takes the booking over and expires it on time.
+    let expired = tokio::time::timeout(std::time::Duration::from_secs(8), events.next())
+        .await
+        .expect("the booking expires through replica two");
+    assert_eq!(
+        summary(&expired),
+        format!("user_12_bookings booking_changed #{id} pending->expired")
+    );
+    relay.up();
+    let booking = two
+        .as_(Role::Service, "backend")
+        .await
+        .get(id)
+        .await
+        .unwrap();
+    assert_eq!(booking.status, pb::BookingStatus::Expired as i32);
+    // Replica one, back, finds it settled: expired once.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    events.assert_quiet().await;
     one.stop().await;
     two.stop().await;
 }

@@ -419,6 +419,7 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(store);
         let dispatcher = Dispatcher::new(
             DispatchConfig::default(),
+            1,
             schedule,
             store.clone(),
             registry.clone(),

@@ -63,7 +63,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const EVENTS: usize = 64;
 
 pub struct Cluster {
-    /// This replica, drawn at start.
+    /// This replica, drawn at its start.
     replica: u64,
     client: async_nats::Client,
     commits: String,
@@ -89,11 +89,12 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Connects to NATS at `url` for the cluster of the database with `epoch`.
+    /// Connects to NATS at `url` as `replica` of the cluster of the database with
+    /// `epoch`.
     ///
     /// # Errors
     /// [`Error::Unavailable`] naming the URL when NATS does not answer.
-    pub async fn connect(url: &str, epoch: u64) -> Result<Arc<Self>, Error> {
+    pub async fn connect(url: &str, epoch: u64, replica: u64) -> Result<Arc<Self>, Error> {
         let (events_tx, events_rx) = mpsc::channel(EVENTS);
         let options = async_nats::ConnectOptions::new()
             .name("core-svc")
@@ -116,7 +117,7 @@ impl Cluster {
             .map_err(|e| Error::Unavailable(format!("cannot connect to NATS at {url}: {e}")))?;
         let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
         Ok(Arc::new(Self {
-            replica: rand::random_range(1..u64::MAX),
+            replica,
             client,
             commits: format!("logi.{epoch}.commits"),
             positions: format!("logi.{epoch}.positions"),

@@ -13,6 +13,7 @@
 //! - `log`: durable events as subscribers see them.
 //! - `records`: what both stores make of rows once read.
 
+mod lease;
 mod log;
 pub mod postgres;
 mod records;
@@ -193,8 +194,18 @@ pub trait Store: Send + Sync + 'static {
     /// Records drivers' last positions.
     async fn save_positions(&self, positions: Vec<(Id, Location)>) -> Result<(), Error>;
 
-    /// Every pending booking, for the dispatcher at start-up.
-    async fn pending(&self) -> Result<Vec<PendingBooking>, Error>;
+    /// Leases to `owner` for `lease` every pending booking that is its already or
+    /// whose lease lapsed (its replica died, or nobody took it yet), and returns
+    /// them: the bookings whose dispatch this replica drives now. A lease held by
+    /// another replica is left alone, so each pending booking is driven by one.
+    async fn lease_pending(
+        &self,
+        owner: u64,
+        lease: Duration,
+    ) -> Result<Vec<PendingBooking>, Error>;
+
+    /// Gives up `owner`'s leases (at shutdown), so another replica takes them at once.
+    async fn release_leases(&self, owner: u64) -> Result<(), Error>;
 
     async fn topic_state(&self, topic: String) -> Result<TopicState, Error>;
 

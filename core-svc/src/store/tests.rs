@@ -160,7 +160,56 @@ on_every_store!(
     writes_committed_together_keep_their_own_outcomes_and_order,
     snapshots_show_open_offers_bookings_in_progress_and_recent_ends,
     accepting_one_booking_closes_the_drivers_other_offers,
+    each_pending_booking_is_leased_to_one_replica_until_its_lease_lapses,
 );
+
+async fn each_pending_booking_is_leased_to_one_replica_until_its_lease_lapses(fx: Fixture) {
+    let (one, two) = (fx.store.clone(), fx.another().await.0);
+    let long = Duration::from_secs(60);
+    let first = one.create_booking(new_booking(), vec![]).await.unwrap().id;
+    let second = one.create_booking(new_booking(), vec![]).await.unwrap().id;
+    let ids = |leased: Vec<PendingBooking>| -> Vec<u64> {
+        let mut ids: Vec<u64> = leased.iter().map(|p| p.id).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        ids(one.lease_pending(1, long).await.unwrap()),
+        [first, second]
+    );
+    assert!(
+        two.lease_pending(2, long).await.unwrap().is_empty(),
+        "held by one"
+    );
+    assert_eq!(
+        ids(one.lease_pending(1, long).await.unwrap()),
+        [first, second],
+        "renewed"
+    );
+
+    // A booking that stops being pending leaves the leases.
+    one.expire(first).await.unwrap();
+    assert_eq!(ids(one.lease_pending(1, long).await.unwrap()), [second]);
+
+    // Replica one goes quiet: once its lease lapses, two takes the booking.
+    assert_eq!(
+        ids(one
+            .lease_pending(1, Duration::from_millis(1))
+            .await
+            .unwrap()),
+        [second]
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(ids(two.lease_pending(2, long).await.unwrap()), [second]);
+    assert!(
+        one.lease_pending(1, long).await.unwrap().is_empty(),
+        "one lost it"
+    );
+
+    // Given up at shutdown: taken at once.
+    two.release_leases(2).await.unwrap();
+    assert_eq!(ids(one.lease_pending(1, long).await.unwrap()), [second]);
+}
 
 pub fn id(s: &str) -> Id {
     Id::new(s).unwrap()

@@ -21,6 +21,7 @@ pub struct Db {
     location: String,
     dir: TempDir,
     _scratch: Option<ScratchDatabase>,
+    postgres: bool,
 }
 
 impl Db {
@@ -33,6 +34,7 @@ impl Db {
             location,
             dir,
             _scratch: None,
+            postgres: false,
         }
     }
 
@@ -49,6 +51,7 @@ impl Db {
             location: scratch.url().to_owned(),
             dir: tempfile::tempdir().unwrap(),
             _scratch: Some(scratch),
+            postgres: true,
         })
     }
 
@@ -64,13 +67,24 @@ impl Db {
         Some((Self::postgres().await?, nats))
     }
 
+    /// The same database reached at another `location` (through a relay); it is
+    /// removed with `db`, not with the alias.
+    pub fn alias(db: &Db, location: &str) -> Self {
+        Self {
+            location: location.to_owned(),
+            dir: tempfile::tempdir().unwrap(),
+            _scratch: None,
+            postgres: db.is_postgres(),
+        }
+    }
+
     /// What `--database` is given.
     pub fn location(&self) -> &str {
         &self.location
     }
 
     pub fn is_postgres(&self) -> bool {
-        self._scratch.is_some()
+        self.postgres
     }
 
     /// A temporary folder that lives as long as the database, for other files.

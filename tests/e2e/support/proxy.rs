@@ -1,9 +1,10 @@
-//! A TCP relay between ws-edge and core-svc: it counts the connections the edge
-//! makes, and can cut every one of them at once (a broken network path, as the
-//! edge sees it: its streams end with a transport error).
+//! A TCP relay between ws-edge and core-svc (or core-svc and its database): it
+//! counts the connections made through it, and can cut every one of them at once
+//! (a broken network path, as the client sees it: its streams end with a
+//! transport error), or stay down until told otherwise.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -13,6 +14,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
     cut: Arc<Mutex<CancellationToken>>,
+    down: Arc<AtomicBool>,
     stop: CancellationToken,
 }
 
@@ -23,11 +25,13 @@ pub async fn spawn_proxy(target: SocketAddr) -> Proxy {
         addr: listener.local_addr().unwrap(),
         accepted: Arc::default(),
         cut: Arc::default(),
+        down: Arc::default(),
         stop: CancellationToken::new(),
     };
-    let (accepted, cut, stop) = (
+    let (accepted, cut, down, stop) = (
         proxy.accepted.clone(),
         proxy.cut.clone(),
+        proxy.down.clone(),
         proxy.stop.clone(),
     );
     tokio::spawn(async move {
@@ -37,6 +41,9 @@ pub async fn spawn_proxy(target: SocketAddr) -> Proxy {
                 conn = listener.accept() => conn.unwrap(),
             };
             accepted.fetch_add(1, Ordering::SeqCst);
+            if down.load(Ordering::SeqCst) {
+                continue;
+            }
             let cut = cut.lock().unwrap().clone();
             tokio::spawn(async move {
                 let Ok(mut outbound) = TcpStream::connect(target).await else {
@@ -63,6 +70,19 @@ impl Proxy {
         let mut cut = self.cut.lock().unwrap();
         cut.cancel();
         *cut = CancellationToken::new();
+    }
+}
+
+impl Proxy {
+    /// Cuts every connection and refuses new ones (they are closed at once) until
+    /// [`Proxy::up`].
+    pub fn down(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        self.cut();
+    }
+
+    pub fn up(&self) {
+        self.down.store(false, Ordering::SeqCst);
     }
 }
 

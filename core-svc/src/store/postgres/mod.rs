@@ -30,7 +30,7 @@ pub mod scratch;
 mod tx;
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -38,6 +38,7 @@ use logi::id::Id;
 use logi::pb;
 use logi::topic::Topic;
 
+use super::lease;
 use super::transitions::{self, Steps};
 use super::{
     BookingQuery, CommitSink, DriverRecord, PendingBooking, REQUEST_ID_WINDOW, Store,
@@ -243,8 +244,18 @@ impl Store for Postgres {
         .await
     }
 
-    async fn pending(&self) -> Result<Vec<PendingBooking>, Error> {
-        queries::pending(&self.0.run.client().await?).await
+    async fn lease_pending(
+        &self,
+        owner: u64,
+        lease: Duration,
+    ) -> Result<Vec<PendingBooking>, Error> {
+        queries::lease_pending(&self.0.run.client().await?, owner, lease).await
+    }
+
+    async fn release_leases(&self, owner: u64) -> Result<(), Error> {
+        let client = self.0.run.client().await?;
+        client.execute(lease::RELEASE, &[&(owner as i64)]).await?;
+        Ok(())
     }
 
     async fn topic_state(&self, topic: String) -> Result<TopicState, Error> {

@@ -13,6 +13,7 @@ use tokio_postgres::types::ToSql;
 use super::rows;
 use crate::error::Error;
 use crate::model::{Booking, BookingId, Driver, GeoPoint, from_millis, to_millis};
+use crate::store::lease;
 use crate::store::{
     BOOKING_COLUMNS, BookingQuery, DriverRecord, PendingBooking, SNAPSHOT_ENDED_WITHIN,
     SNAPSHOT_LIMIT, TopicSnapshot, TopicState, log, records,
@@ -132,13 +133,34 @@ pub async fn drivers(c: &impl GenericClient) -> Result<Vec<DriverRecord>, Error>
 }
 
 /// Every pending booking with the drivers it was offered to.
-pub async fn pending(c: &impl GenericClient) -> Result<Vec<PendingBooking>, Error> {
+/// Leases pending bookings to `owner` (see `Store::lease_pending`) and returns
+/// them. Each statement is atomic on its own; lease times are by the database's
+/// clock, so the replicas' clocks need not agree.
+pub async fn lease_pending(
+    c: &impl GenericClient,
+    owner: u64,
+    lease: std::time::Duration,
+) -> Result<Vec<PendingBooking>, Error> {
+    let now: i64 = query(
+        c,
+        "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+        &[],
+    )
+    .await?[0]
+        .try_get(0)?;
+    let (owner, until) = (owner as i64, now + lease.as_millis() as i64);
+    query(c, lease::FORGET_SETTLED, &[&owner]).await?;
+    // A booking nobody holds is inserted; one held by a replica whose lease
+    // lapsed, or by this one, is updated. Two replicas taking the same booking
+    // at once: the second waits for the first's row, then finds it held.
+    query(c, &lease::take("$1", "$2", "$3"), &[&owner, &until, &now]).await?;
     let rows = query(
         c,
         "SELECT b.id, b.pickup_lat, b.pickup_lon, b.vehicle_type, b.created_at,
                 ARRAY(SELECT driver_id FROM offers o WHERE o.booking_id = b.id)
-         FROM bookings b WHERE b.status = 'pending'",
-        &[],
+         FROM bookings b WHERE b.status = 'pending'
+         AND b.id IN (SELECT booking_id FROM dispatch_leases WHERE owner = $1)",
+        &[&owner],
     )
     .await?;
     rows.iter()

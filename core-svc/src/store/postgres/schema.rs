@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0002_requests.sql"),
     include_str!("../../../migrations/postgres/0003_driver_positions.sql"),
     include_str!("../../../migrations/postgres/0004_driver_version.sql"),
+    include_str!("../../../migrations/postgres/0005_dispatch_leases.sql"),
 ];
 
 /// The advisory lock key that serializes migrations: "logi" in ASCII.

@@ -27,7 +27,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures::executor::block_on;
@@ -36,6 +36,7 @@ use logi::pb;
 use logi::topic::Topic;
 use rusqlite::{OpenFlags, params};
 
+use super::lease;
 use super::transitions;
 use super::{
     BookingQuery, CommitSink, DriverRecord, PendingBooking, REQUEST_ID_WINDOW, Store,
@@ -241,8 +242,34 @@ impl Store for Sqlite {
             .await
     }
 
-    async fn pending(&self) -> Result<Vec<PendingBooking>, Error> {
-        self.0.readers.read(queries::pending).await
+    async fn lease_pending(
+        &self,
+        owner: u64,
+        lease: Duration,
+    ) -> Result<Vec<PendingBooking>, Error> {
+        self.0
+            .writer
+            .write(move |t| {
+                let (owner, now) = (owner as i64, to_millis(t.now));
+                let until = now + lease.as_millis() as i64;
+                t.tx.prepare_cached(lease::FORGET_SETTLED)?
+                    .execute([owner])?;
+                t.tx.prepare_cached(&lease::take("?1", "?2", "?3"))?
+                    .execute(params![owner, until, now])?;
+                queries::leased(t.tx, owner)
+            })
+            .await
+    }
+
+    async fn release_leases(&self, owner: u64) -> Result<(), Error> {
+        self.0
+            .writer
+            .write(move |t| {
+                t.tx.prepare_cached(lease::RELEASE)?
+                    .execute([owner as i64])?;
+                Ok(())
+            })
+            .await
     }
 
     async fn topic_state(&self, topic: String) -> Result<TopicState, Error> {

@@ -120,13 +120,14 @@ pub fn drivers(conn: &Connection) -> Result<Vec<DriverRecord>, Error> {
     Ok(drivers)
 }
 
-/// Every pending booking with the drivers it was offered to.
-pub fn pending(conn: &Connection) -> Result<Vec<PendingBooking>, Error> {
-    let mut stmt = conn.prepare(
-        "SELECT id, pickup_lat, pickup_lon, vehicle_type, created_at FROM bookings WHERE status = 'pending'",
+/// The pending bookings leased to `owner`, with the drivers each was offered to.
+pub fn leased(conn: &Connection, owner: i64) -> Result<Vec<PendingBooking>, Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, pickup_lat, pickup_lon, vehicle_type, created_at FROM bookings WHERE status = 'pending'
+         AND id IN (SELECT booking_id FROM dispatch_leases WHERE owner = ?1)",
     )?;
     let mut pending = stmt
-        .query_map([], |r| {
+        .query_map([owner], |r| {
             Ok(PendingBooking {
                 id: r.get::<_, i64>(0)? as u64,
                 pickup: GeoPoint {

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0002_requests.sql"),
     include_str!("../../../migrations/0003_driver_positions.sql"),
     include_str!("../../../migrations/0004_driver_version.sql"),
+    include_str!("../../../migrations/0005_dispatch_leases.sql"),
 ];
 
 /// Prepared statements kept per connection: more than the store has.
