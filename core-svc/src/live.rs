@@ -42,6 +42,16 @@ impl CommitSink for Live {
             cluster.committed(effects);
         }
     }
+
+    fn writable(&self) -> Result<(), Error> {
+        match self.cluster.get() {
+            Some(cluster) if !cluster.connected() => Err(Error::Unavailable(
+                "this core-svc replica has lost its link to the others (NATS): nothing was changed; retry, and another replica takes the call"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Live {

@@ -25,6 +25,8 @@ use crate::store::postgres::Postgres;
 use crate::store::sqlite::Sqlite;
 use crate::store::{CommitSink, Store};
 
+/// How often the database and NATS are checked for health.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// How often retention runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// Cancelled-before-accepted streams h2 tolerates at once on one connection.
@@ -158,6 +160,12 @@ pub async fn run(
         .build_v1alpha()
         .map_err(|e| ServeError::Config(e.to_string()))?;
 
+    tasks.spawn(watch_health(
+        core.store.clone(),
+        core.cluster.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
     let stopping = {
         let (shutdown, hub, health) = (shutdown.clone(), hub.clone(), health.clone());
         async move {
@@ -267,6 +275,51 @@ async fn open_store(
         Arc::new(Sqlite::open(&config.database_path(), sink)?)
     };
     Ok((store, live_slot.expect("the sink was built")))
+}
+
+/// Says NOT_SERVING, for the server and every service, while the database does
+/// not answer or, in a cluster, NATS is unreachable, and SERVING again when both
+/// are back: balancers and edges then send calls to other replicas meanwhile.
+async fn watch_health(
+    store: Arc<dyn Store>,
+    cluster: Option<Arc<Cluster>>,
+    health: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+) {
+    let mut serving = true;
+    let mut every = tokio::time::interval(HEALTH_EVERY);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let problem = match store.ping().await {
+            Err(e) => Some(e.to_string()),
+            Ok(()) => cluster
+                .as_ref()
+                .filter(|c| !c.connected())
+                .map(|_| "NATS is unreachable".to_owned()),
+        };
+        let status = match (serving, problem) {
+            (true, Some(why)) => {
+                tracing::warn!(%why, "not serving until it is back");
+                tonic_health::ServingStatus::NotServing
+            }
+            (false, None) => {
+                tracing::info!("serving again");
+                tonic_health::ServingStatus::Serving
+            }
+            _ => continue,
+        };
+        // Shutdown says NOT_SERVING for good.
+        if shutdown.is_cancelled() {
+            return;
+        }
+        serving = status == tonic_health::ServingStatus::Serving;
+        for service in SERVICES {
+            health.set_service_status(service, status).await;
+        }
+    }
 }
 
 /// Removes durable events older than `retention`, every [`PRUNE_EVERY`].

@@ -220,3 +220,78 @@ async fn a_replica_cut_off_from_the_database_leaves_its_pending_bookings_to_anot
     one.stop().await;
     two.stop().await;
 }
+
+/// The server-wide health of `core`.
+async fn serving(core: &Core) -> bool {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut health = HealthClient::new(core.channel().await);
+    let reply = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    reply.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+}
+
+/// Waits until `core`'s health says `want`.
+async fn until_serving(core: &Core, want: bool) {
+    tokio::time::timeout(PATIENCE, async {
+        while serving(core).await != want {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("health never said serving = {want}"));
+}
+
+#[tokio::test]
+async fn a_replica_cut_off_from_nats_refuses_writes_then_catches_up_from_the_database() {
+    let Some((db, nats)) = Db::cluster().await else {
+        return;
+    };
+    let authority = nats.trim_start_matches("nats://");
+    let relay = spawn_proxy(authority.parse().unwrap()).await;
+    let relayed = format!("nats://{}", relay.addr);
+    let one = spawn_core(&db, &["--nats-url", &relayed]).await;
+    let two = spawn_core(&db, &["--nats-url", &nats]).await;
+    let mut rider = one.as_(Role::User, "12").await;
+    let mut events = rider.subscribe(&["user_12_bookings"]).await;
+    let mut rider_two = two.as_(Role::User, "12").await;
+    let id = rider_two.book("12", "car").await.unwrap().id;
+    assert_eq!(
+        events.take(1).await,
+        [format!(
+            "user_12_bookings booking_changed #{id} unspecified->pending"
+        )]
+    );
+
+    relay.down();
+    until_serving(&one, false).await;
+    let refused = rider.book("12", "car").await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("NATS"), "{}", refused.message());
+    // Meanwhile the rider cancels through replica two; one cannot hear of it.
+    rider_two.cancel(id, "changed my mind").await.unwrap();
+
+    relay.up();
+    until_serving(&one, true).await;
+    // Back, replica one reads what it missed from the database: once.
+    assert_eq!(
+        events.take(1).await,
+        [format!(
+            "user_12_bookings booking_changed #{id} pending->cancelled"
+        )]
+    );
+    let again = rider.book("12", "car").await.unwrap().id;
+    assert_eq!(
+        events.take(1).await,
+        [format!(
+            "user_12_bookings booking_changed #{again} unspecified->pending"
+        )]
+    );
+    events.assert_quiet().await;
+    one.stop().await;
+    two.stop().await;
+}

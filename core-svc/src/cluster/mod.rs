@@ -59,6 +59,10 @@ const OUTBOX: usize = 16_384;
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long connecting at start-up may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The wait before reconnecting to NATS, times the attempts so far, up to
+/// [`MAX_RECONNECT_WAIT`].
+const RECONNECT_EVERY: Duration = Duration::from_millis(100);
+const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(2);
 /// Connection events waiting for the inbox.
 const EVENTS: usize = 64;
 
@@ -99,8 +103,13 @@ impl Cluster {
         let options = async_nats::ConnectOptions::new()
             .name("core-svc")
             .connection_timeout(CONNECT_TIMEOUT)
-            // Reconnects for ever, with backoff; the inbox hears of each change.
+            // Reconnects for ever, soon after a break; the inbox hears of each change.
             .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| {
+                RECONNECT_EVERY
+                    .saturating_mul(attempts.min(20) as u32)
+                    .min(MAX_RECONNECT_WAIT)
+            })
             .event_callback(move |event| {
                 let events = events_tx.clone();
                 async move {

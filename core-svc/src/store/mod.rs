@@ -52,6 +52,15 @@ pub struct Effects {
 /// their sequence numbers and drivers their [`Driver::version`] to order them).
 pub trait CommitSink: Send + Sync + 'static {
     fn committed(&self, effects: &Effects);
+
+    /// Whether a commit made now could be made live; a store asks before it
+    /// starts a write, and the write is refused with this error otherwise.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] saying why (a cluster replica cut off from the others).
+    fn writable(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// A filter and page of ListBookings.
@@ -203,6 +212,14 @@ pub trait Store: Send + Sync + 'static {
         owner: u64,
         lease: Duration,
     ) -> Result<Vec<PendingBooking>, Error>;
+
+    /// Whether the database answers now, for health.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] saying what is wrong.
+    async fn ping(&self) -> Result<(), Error> {
+        Ok(())
+    }
 
     /// Gives up `owner`'s leases (at shutdown), so another replica takes them at once.
     async fn release_leases(&self, owner: u64) -> Result<(), Error>;

@@ -49,6 +49,9 @@ use crate::model::{
     Booking, BookingId, Canceller, Driver, DriverStatus, Location, NewBooking, Offer,
 };
 pub use pool::{PostgresOptions, without_password};
+
+/// How long a health check waits for the database.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
 use run::{Body, Runner};
 
 /// Events removed per retention transaction.
@@ -249,7 +252,25 @@ impl Store for Postgres {
         owner: u64,
         lease: Duration,
     ) -> Result<Vec<PendingBooking>, Error> {
+        // Not renewed while this replica could not make its dispatch live: its
+        // leases lapse and another replica takes its bookings.
+        self.0.run.writable()?;
         queries::lease_pending(&self.0.run.client().await?, owner, lease).await
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        let answered = tokio::time::timeout(PING_TIMEOUT, async {
+            self.0.run.client().await?.simple_query("SELECT 1").await?;
+            Ok::<(), Error>(())
+        })
+        .await;
+        match answered {
+            Ok(result) => result,
+            Err(_) => Err(Error::Unavailable(format!(
+                "PostgreSQL at {} did not answer in {PING_TIMEOUT:?}",
+                self.0.url
+            ))),
+        }
     }
 
     async fn release_leases(&self, owner: u64) -> Result<(), Error> {

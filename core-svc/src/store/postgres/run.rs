@@ -55,6 +55,7 @@ impl Runner {
     /// too many transactions are in flight, no connection frees up in time, the
     /// database is unreachable, or the retries ran out.
     pub async fn write<T: Send + 'static>(&self, mut body: Body<T>) -> Result<T, Error> {
+        self.sink.writable()?;
         let permit = self.permit().await?;
         let (pool, epoch, sink) = (self.pool.clone(), self.epoch, self.sink.clone());
         let task = tokio::spawn(async move {
@@ -114,6 +115,14 @@ impl Runner {
         let value = read(&tx).await?;
         tx.commit().await?;
         Ok(value)
+    }
+
+    /// Whether a write could be made live now (see [`CommitSink::writable`]).
+    ///
+    /// # Errors
+    /// Why not.
+    pub fn writable(&self) -> Result<(), Error> {
+        self.sink.writable()
     }
 
     /// A connection for a read.

@@ -79,6 +79,7 @@ impl Writer {
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
+        self.sink.writable()?;
         let (reply, answer) = oneshot::channel();
         let (epoch, sink) = (self.epoch, self.sink.clone());
         let job: Job = Box::new(move |tx: Option<&mut Transaction<'_>>| -> Done {
