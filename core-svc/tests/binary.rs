@@ -95,3 +95,55 @@ fn sigterm_stops_it_cleanly() {
         "{rest:?}"
     );
 }
+
+/// Starts core-svc with these variables and returns its exit code and the line
+/// it wrote on standard error.
+fn refused_with(vars: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = core_svc();
+    cmd.env("LOGI_JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("LOGI_GRPC_ADDR", "127.0.0.1:0");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (out.status.code(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn an_unreachable_postgresql_is_named_in_one_line_and_the_exit_is_not_zero() {
+    let (code, stderr) = refused_with(&[(
+        "LOGI_DATABASE",
+        "postgres://postgres:secret@127.0.0.1:1/logi",
+    )]);
+    assert_eq!(code, Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "core-svc: cannot connect to PostgreSQL at postgres://postgres@127.0.0.1:1/logi"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("secret"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_unreachable_nats_is_named_in_one_line_and_the_exit_is_not_zero() {
+    // The database must answer for NATS to be tried: a scratch one on the cluster
+    // tests' server.
+    let Ok(admin) = std::env::var("LOGI_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let db = core_svc::store::postgres::scratch::ScratchDatabase::create(&admin)
+        .await
+        .unwrap();
+    let (code, stderr) = refused_with(&[
+        ("LOGI_DATABASE", db.url()),
+        ("LOGI_NATS_URL", "nats://127.0.0.1:1"),
+    ]);
+    assert_eq!(code, Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("core-svc: cannot connect to NATS at nats://127.0.0.1:1"),
+        "{stderr}"
+    );
+}
