@@ -4,7 +4,9 @@
 
 use logi::auth::Role;
 use logi::pb;
+use serde_json::json;
 
+use crate::support::edge::spawn_edge;
 use crate::support::proxy::spawn_proxy;
 use crate::support::*;
 
@@ -292,6 +294,127 @@ async fn a_replica_cut_off_from_nats_refuses_writes_then_catches_up_from_the_dat
         )]
     );
     events.assert_quiet().await;
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test]
+async fn apps_on_two_edges_of_two_replicas_see_every_frame_once_in_both_dialects() {
+    let Some((_db, one, two)) = two_replicas(&[]).await else {
+        return;
+    };
+    let (edge_a, edge_b) = (
+        spawn_edge(one.addr, &[]).await,
+        spawn_edge(two.addr, &[]).await,
+    );
+    let mut admin_a = edge_a.connect("/ws", &token(Role::Admin, "ops")).await;
+    let mut admin_b = edge_b.connect("/ws", &token(Role::Admin, "ops")).await;
+    let mut rider = edge_a.connect("/ws", &token(Role::User, "12")).await;
+    let mut rider_channels = edge_b
+        .connect("/regular_user/ws/bookings/", &token(Role::User, "12"))
+        .await;
+    let mut driver = edge_b.connect("/ws", &token(Role::Driver, "45")).await;
+
+    let mut service_one = one.as_(Role::Service, "backend").await;
+    service_one
+        .driver_online("45", "car", PICKUP.0, PICKUP.1)
+        .await;
+    let online = json!({"user_id": "", "type": "driver_status_update", "payload": {"driver_id": "45", "status": "Available"}});
+    assert_eq!(admin_a.next().await, online);
+    assert_eq!(admin_b.next().await, online);
+
+    // Booked through replica one.
+    let booking = service_one.book("12", "car").await.unwrap();
+    let id = booking.id.to_string();
+    let status = |s: &str| json!({"booking_id": id, "status": s});
+    assert_eq!(
+        driver.next().await,
+        json!({"user_id": "45", "type": "new_booking_request", "payload": {
+            "booking_id": id, "user_id": "12",
+            "pickup_location": {"type": "Point", "coordinates": [PICKUP.1, PICKUP.0]},
+            "dropoff_location": {"type": "Point", "coordinates": [-122.4193, 37.7793]},
+            "vehicle_type": "car", "price_estimate": booking.price_estimate}})
+    );
+    assert_eq!(
+        rider.next().await,
+        json!({"user_id": "12", "type": "status_update", "payload": status("Pending")})
+    );
+    let pending = json!({"status": "pending", "booking_id": booking.id, "pickup_location": "123 Main St",
+        "phone_number": "+1234567890", "dropoff_location": "456 Elm St"});
+    assert_eq!(
+        rider_channels.next().await,
+        json!({"type": "booking_status_update", "message": pending})
+    );
+    for admin in [&mut admin_a, &mut admin_b] {
+        assert_eq!(
+            admin.next().await,
+            json!({"user_id": "", "type": "status_update", "payload": status("Pending")})
+        );
+    }
+
+    // Accepted through replica two.
+    let mut service_two = two.as_(Role::Service, "backend").await;
+    service_two.accept(booking.id, "45").await.unwrap();
+    let otp = service_two.get(booking.id).await.unwrap().otp;
+    assert_eq!(
+        rider.take(3).await,
+        [
+            json!({"user_id": "12", "type": "booking_accepted", "payload": {"booking_id": id, "driver_id": "45"}}),
+            json!({"user_id": "12", "type": "status_update", "payload": status("Accepted")}),
+            json!({"user_id": "12", "type": "booking_otp", "payload": {"booking_id": id, "otp": otp}}),
+        ]
+    );
+    let accepted = json!({"status": "accepted", "booking_id": booking.id, "pickup_location": "123 Main St",
+        "phone_number": "+1234567890", "dropoff_location": "456 Elm St"});
+    assert_eq!(
+        rider_channels.take(2).await,
+        [
+            json!({"type": "booking_status_update", "message": accepted}),
+            json!({"type": "send_otp_update", "otp": otp, "booking_id": booking.id}),
+        ]
+    );
+    assert_eq!(
+        driver.next().await,
+        json!({"user_id": "45", "type": "status_update", "payload": status("Accepted")})
+    );
+    for admin in [&mut admin_a, &mut admin_b] {
+        assert_eq!(
+            admin.take(2).await,
+            [
+                json!({"user_id": "", "type": "status_update", "payload": status("Accepted")}),
+                json!({"user_id": "", "type": "driver_status_update", "payload": {"driver_id": "45", "status": "On Trip"}}),
+            ]
+        );
+    }
+
+    // The driver's position, up edge B to replica two, reaches the rider on edge A
+    // (replica one) and on edge B. Replica one learns of the trip a moment after
+    // two committed it: positions sent before that reach nobody on one, so the
+    // driver repeats itself until one does (latest wins, as on the road).
+    let ping =
+        r#"{"type": "driver_location", "payload": {"latitude": 37.7749, "longitude": -122.4194}}"#;
+    let location = json!({"user_id": "12", "type": "driver_location", "payload": {"booking_id": id, "latitude": 37.7749, "longitude": -122.4194}});
+    driver.send(ping).await;
+    let mut got = rider.next().await;
+    assert_eq!(got, location);
+    assert_eq!(
+        rider_channels.next().await,
+        json!({"type": "location_update", "driver_id": 45, "current_latitude": "37.7749",
+               "current_longitude": "-122.4194", "status": "accepted"})
+    );
+    got.take();
+
+    for ws in [
+        &mut rider,
+        &mut rider_channels,
+        &mut driver,
+        &mut admin_a,
+        &mut admin_b,
+    ] {
+        ws.assert_quiet().await;
+    }
+    edge_a.stop().await;
+    edge_b.stop().await;
     one.stop().await;
     two.stop().await;
 }
