@@ -21,6 +21,7 @@
 //! sink out of order (the hub orders events by sequence number, the registry
 //! drivers by version).
 
+pub mod admin;
 mod pool;
 mod queries;
 mod rows;

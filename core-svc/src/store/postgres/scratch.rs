@@ -3,9 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio_postgres::NoTls;
-
-use super::pool::without_password;
+use super::admin::{run_admin, with_database};
 use crate::error::Error;
 
 /// Scratch databases made by this process so far: part of each name.
@@ -75,44 +73,9 @@ impl Drop for ScratchDatabase {
     }
 }
 
-/// Runs one statement on a connection of its own to `admin_url`.
-async fn run_admin(admin_url: &str, sql: &str) -> Result<(), Error> {
-    let (client, connection) = tokio_postgres::connect(admin_url, NoTls)
-        .await
-        .map_err(|e| {
-            Error::Unavailable(format!(
-                "cannot connect to PostgreSQL at {}: {}",
-                without_password(admin_url),
-                crate::error::chain(&e)
-            ))
-        })?;
-    let connection = tokio::spawn(connection);
-    let done = client
-        .batch_execute(sql)
-        .await
-        .map_err(|e| Error::storage_from(format!("{sql} failed"), e));
-    drop(client);
-    let _ = connection.await;
-    done
-}
-
-/// `url` naming database `name` instead of its own.
-fn with_database(url: &str, name: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        // key=value form: a later key wins.
-        return format!("{url} dbname={name}");
-    };
-    let (before_query, query) = match rest.split_once('?') {
-        Some((r, q)) => (r, format!("?{q}")),
-        None => (rest, String::new()),
-    };
-    let authority = before_query.split('/').next().unwrap_or_default();
-    format!("{scheme}://{authority}/{name}{query}")
-}
-
 #[cfg(test)]
 mod tests {
-    use super::with_database;
+    use super::super::admin::with_database;
 
     #[test]
     fn the_database_is_replaced() {

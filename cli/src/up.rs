@@ -1,0 +1,205 @@
+//! `logi up`: the whole system on this machine, in development mode.
+//!
+//! Alone it runs one core-svc on the embedded SQLite database under the data
+//! folder and one ws-edge in front of it. With `--cluster N` it runs N core-svc
+//! replicas on one PostgreSQL database (created if missing), telling each other
+//! their commits over NATS, and two ws-edges sharing the WebSocket port
+//! (SO_REUSEPORT), each attached to every replica. Either way every process
+//! talks over its real port exactly as in production, a JWT secret is generated
+//! and kept under the data folder unless `LOGI_JWT_SECRET` is set, the URLs and
+//! ready-to-use tokens are printed, and Ctrl-C (or any of them stopping) stops
+//! them all.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use futures::future::join_all;
+use logi::auth::{Role, Signer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::secret;
+
+/// Edges in front of a cluster: enough that losing one shows, few enough for a laptop.
+const CLUSTER_EDGES: usize = 2;
+
+#[derive(clap::Args)]
+pub struct Up {
+    /// Folder for the database and the generated secret.
+    #[arg(long, env = "LOGI_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Address core-svc serves gRPC on; with --cluster, replica i serves on this
+    /// port + i.
+    #[arg(long, env = "LOGI_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    grpc_addr: SocketAddr,
+    /// Address ws-edge serves WebSockets on (shared by the edges of a cluster).
+    #[arg(long, env = "LOGI_WS_ADDR", default_value = "127.0.0.1:8080")]
+    ws_addr: SocketAddr,
+    /// HS256 secret; generated under the data folder when unset.
+    #[arg(long, env = "LOGI_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// How long the printed demo tokens stay valid.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    token_ttl: Duration,
+    /// Run this many core-svc replicas on PostgreSQL and NATS, behind two ws-edges,
+    /// instead of one core-svc on SQLite.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
+    cluster: Option<u16>,
+    /// The PostgreSQL database the replicas share (--cluster); created if missing.
+    #[arg(
+        long,
+        env = "LOGI_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/logi"
+    )]
+    postgres_url: String,
+    /// The NATS server the replicas talk through (--cluster).
+    #[arg(long, env = "LOGI_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+}
+
+/// A process of the system, ready to run.
+enum Part {
+    Core(core_svc::Config, TcpListener),
+    Edge(ws_edge::Config, TcpListener),
+}
+
+pub async fn run(up: Up) -> anyhow::Result<()> {
+    logi::logging::init();
+    let secret = match &up.jwt_secret {
+        Some(s) => s.clone(),
+        None => secret::read_or_create(&up.data_dir)?,
+    };
+    let replicas = usize::from(up.cluster.unwrap_or(1));
+    let database = match up.cluster {
+        None => up.data_dir.join("logi.db").to_string_lossy().into_owned(),
+        Some(_) => {
+            if core_svc::store::postgres::admin::create_if_missing(&up.postgres_url).await? {
+                println!(
+                    "Created the database of {}",
+                    core_svc::store::postgres::without_password(&up.postgres_url)
+                );
+            }
+            up.postgres_url.clone()
+        }
+    };
+    let mut parts = Vec::new();
+    let mut grpc = Vec::new();
+    for i in 0..replicas {
+        let mut addr = up.grpc_addr;
+        if addr.port() != 0 {
+            addr.set_port(addr.port() + i as u16);
+        }
+        let mut args = vec![
+            "core-svc".to_owned(),
+            "--grpc-addr".into(),
+            addr.to_string(),
+            "--database".into(),
+            database.clone(),
+            "--jwt-secret".into(),
+            secret.clone(),
+        ];
+        if up.cluster.is_some() {
+            args.extend(["--nats-url".into(), up.nats_url.clone()]);
+        }
+        let config = <core_svc::Config as Parser>::try_parse_from(args)?;
+        config.validate().map_err(anyhow::Error::msg)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (LOGI_GRPC_ADDR)"))?;
+        grpc.push(listener.local_addr()?);
+        parts.push(Part::Core(config, listener));
+    }
+    let core_urls: Vec<String> = grpc.iter().map(|a| format!("http://{a}")).collect();
+    let edges = if up.cluster.is_some() {
+        CLUSTER_EDGES
+    } else {
+        1
+    };
+    let mut ws = up.ws_addr;
+    for _ in 0..edges {
+        let config = <ws_edge::Config as Parser>::try_parse_from([
+            "ws-edge".to_owned(),
+            "--listen".into(),
+            ws.to_string(),
+            "--core-url".into(),
+            core_urls.join(","),
+            "--jwt-secret".into(),
+            secret.clone(),
+        ])?;
+        config.validate().map_err(anyhow::Error::msg)?;
+        let listener = ws_edge::server::bind(ws, edges > 1, config.socket_send_buffer())
+            .with_context(|| format!("cannot listen on {ws} (LOGI_WS_ADDR)"))?;
+        // A port of 0 is drawn by the first edge; the others share it.
+        ws = listener.local_addr()?;
+        parts.push(Part::Edge(config, listener));
+    }
+    let signer = Signer::hs256(secret.as_bytes())?;
+    print_banner(&grpc, edges, &ws.to_string(), &signer, up.token_ttl)?;
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(logi::shutdown::on_signal(shutdown.clone()));
+    let running = parts.into_iter().map(|part| {
+        let shutdown = shutdown.clone();
+        async move {
+            let result = match part {
+                Part::Core(config, listener) => core_svc::run(config, listener, shutdown.clone())
+                    .await
+                    .context("core-svc"),
+                Part::Edge(config, listener) => ws_edge::run(config, listener, shutdown.clone())
+                    .await
+                    .context("ws-edge"),
+            };
+            // If one stops on its own, the others stop too.
+            shutdown.cancel();
+            result
+        }
+    });
+    join_all(running).await.into_iter().collect()
+}
+
+fn print_banner(
+    grpc: &[SocketAddr],
+    edges: usize,
+    ws: &str,
+    signer: &Signer,
+    ttl: Duration,
+) -> anyhow::Result<()> {
+    let ttl_text = humantime::format_duration(ttl);
+    let ws_host = ws.replace("0.0.0.0", "localhost");
+    let rider = signer.mint("12", Role::User, ttl)?;
+    let driver = signer.mint("45", Role::Driver, ttl)?;
+    let admin = signer.mint("ops", Role::Admin, ttl)?;
+    let service = signer.mint("backend", Role::Service, ttl)?;
+    println!();
+    if grpc.len() == 1 && edges == 1 {
+        println!("Logi realtime is up (development mode). Ctrl-C stops it.");
+    } else {
+        println!(
+            "Logi realtime is up as a cluster: {} core-svc replicas, {edges} ws-edges on one port. Ctrl-C stops them.",
+            grpc.len()
+        );
+    }
+    println!();
+    for addr in grpc {
+        println!("  core-svc gRPC   {addr}   (grpcurl -plaintext {addr} list)");
+    }
+    println!("  ws-edge         ws://{ws_host}   (/healthz, /readyz)");
+    println!();
+    println!("Tokens, valid for {ttl_text}:");
+    println!("  export RIDER_TOKEN={rider}   # user 12");
+    println!("  export DRIVER_TOKEN={driver}   # driver 45");
+    println!("  export ADMIN_TOKEN={admin}   # admin ops");
+    println!("  export SERVICE_TOKEN={service}   # service backend");
+    println!();
+    println!("Connect:");
+    println!("  rider   ws://{ws_host}/regular_user/ws/bookings/?token=$RIDER_TOKEN");
+    println!("  driver  ws://{ws_host}/driver/ws/available_bookings/?token=$DRIVER_TOKEN");
+    println!("  any     ws://{ws_host}/ws?token=$ADMIN_TOKEN   (logi dialect)");
+    println!();
+    println!("More tokens: logi token --role driver --sub 46 --ttl 1h");
+    println!();
+    Ok(())
+}
