@@ -451,6 +451,55 @@ impl Default for Backoff {
     }
 }
 
+/// Which replica a stream goes to next: the one after the replica that failed it
+/// (round robin from where it started), at once within a round and after a
+/// [`Backoff`] wait once every replica failed in turn. With one replica every
+/// failure ends a round, so it waits after each, as it always did.
+#[derive(Debug)]
+pub struct Rotation {
+    replica: usize,
+    replicas: usize,
+    /// Failures in a row since the stream was last up, within the current round.
+    failures: usize,
+    backoff: Backoff,
+}
+
+impl Rotation {
+    /// Starting on replica `first` (taken modulo `replicas`) of `replicas`.
+    pub fn new(first: usize, replicas: usize) -> Self {
+        let replicas = replicas.max(1);
+        Self {
+            replica: first % replicas,
+            replicas,
+            failures: 0,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// The replica to use now.
+    pub fn replica(&self) -> usize {
+        self.replica
+    }
+
+    /// The stream is up: the next failure starts a new round, with the first wait.
+    pub fn up(&mut self) {
+        self.failures = 0;
+        self.backoff.reset();
+    }
+
+    /// The stream broke or could not be opened on the current replica: moves to
+    /// the next, and says how long to wait before trying it (zero within a round).
+    pub fn failed(&mut self) -> Duration {
+        self.replica = (self.replica + 1) % self.replicas;
+        self.failures += 1;
+        if self.failures < self.replicas {
+            return Duration::ZERO;
+        }
+        self.failures = 0;
+        self.backoff.wait()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,5 +603,31 @@ mod tests {
         }
         backoff.reset();
         assert!(backoff.wait() <= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_rotation_moves_round_robin_and_waits_only_after_a_full_round() {
+        let mut rotation = Rotation::new(4, 3);
+        assert_eq!(rotation.replica(), 1, "started modulo the replicas");
+        assert_eq!(rotation.failed(), Duration::ZERO);
+        assert_eq!(rotation.replica(), 2);
+        assert_eq!(rotation.failed(), Duration::ZERO);
+        assert_eq!(rotation.replica(), 0);
+        let first = rotation.failed();
+        assert!(first > Duration::ZERO && first <= Duration::from_millis(50));
+        assert_eq!(rotation.replica(), 1, "back where it started");
+        // The next round waits longer; a stream that was up starts over.
+        rotation.failed();
+        rotation.failed();
+        assert!(rotation.failed() >= Duration::from_millis(50));
+        rotation.up();
+        assert_eq!(rotation.replica(), 1);
+        assert_eq!(rotation.failed(), Duration::ZERO);
+        assert_eq!(rotation.replica(), 2);
+
+        // One replica: a wait after every failure, as without a list.
+        let mut single = Rotation::new(0, 1);
+        assert!(single.failed() > Duration::ZERO);
+        assert_eq!(single.replica(), 0);
     }
 }
