@@ -18,6 +18,7 @@ mod core_retries;
 mod core_rules;
 mod edge_attach;
 mod edge_channels;
+mod edge_failover;
 mod edge_gps;
 mod edge_limits;
 mod edge_logi;

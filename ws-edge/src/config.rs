@@ -18,9 +18,16 @@ pub struct Config {
     #[arg(long, env = "LOGI_WS_REUSE_PORT")]
     pub reuse_port: bool,
 
-    /// core-svc's gRPC URL.
-    #[arg(long, env = "LOGI_CORE_URL", default_value = "http://127.0.0.1:50051")]
-    pub core_url: String,
+    /// core-svc's gRPC URL, or a comma-separated list of replicas that share one
+    /// database: the attachments are spread over them, and a stream whose replica
+    /// fails moves to the next one in the list, resuming from its cursors.
+    #[arg(
+        long,
+        env = "LOGI_CORE_URL",
+        default_value = "http://127.0.0.1:50051",
+        value_delimiter = ','
+    )]
+    pub core_url: Vec<String>,
 
     #[command(flatten)]
     pub jwt: JwtArgs,
@@ -74,8 +81,9 @@ pub struct Config {
     #[arg(long, env = "LOGI_OUTBOUND_QUEUE", default_value_t = 256)]
     pub outbound_queue: usize,
 
-    /// Attach streams to core-svc, each on a connection of its own; every topic the
-    /// edge's apps read goes over one of them (1 to 64).
+    /// Attach streams to core-svc, each on a connection of its own (to each replica
+    /// it uses; attachment i starts on replica i mod n); every topic the edge's
+    /// apps read goes over one of them (1 to 64).
     #[arg(long, env = "LOGI_ATTACHMENTS", default_value_t = 2)]
     pub attachments: usize,
 
@@ -122,12 +130,7 @@ impl Config {
         if self.max_connections_per_principal == 0 {
             return Err("LOGI_MAX_CONNECTIONS_PER_PRINCIPAL must be at least 1".into());
         }
-        if !(self.core_url.starts_with("http://") || self.core_url.starts_with("https://")) {
-            return Err(format!(
-                "LOGI_CORE_URL {:?} must start with http:// or https://",
-                self.core_url
-            ));
-        }
+        crate::upstream::endpoints(&self.core_url)?;
         if self.ping_interval.is_zero() {
             return Err("LOGI_PING_INTERVAL must be more than 0".into());
         }
@@ -165,7 +168,7 @@ mod tests {
     fn defaults_and_refusals() {
         let c = parse(&["--jwt-secret", "0123456789abcdef0123456789abcdef"]);
         assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
-        assert_eq!(c.core_url, "http://127.0.0.1:50051");
+        assert_eq!(c.core_url, ["http://127.0.0.1:50051"]);
         assert_eq!(
             (c.ping_interval, c.max_frame_bytes, c.upstream_outage_limit),
             (Duration::from_secs(20), 65536, Duration::from_secs(30))
@@ -177,13 +180,26 @@ mod tests {
                 .unwrap_err()
                 .contains("LOGI_JWT_SECRET")
         );
-        let core = parse(&[
-            "--jwt-secret",
-            "0123456789abcdef0123456789abcdef",
-            "--core-url",
-            "localhost:1",
-        ]);
-        assert!(core.validate().unwrap_err().contains("LOGI_CORE_URL"));
+        let core_url = |list: &str| {
+            parse(&[
+                "--jwt-secret",
+                "0123456789abcdef0123456789abcdef",
+                "--core-url",
+                list,
+            ])
+        };
+        assert_eq!(
+            core_url("localhost:1").validate().unwrap_err(),
+            r#"LOGI_CORE_URL "localhost:1" must start with http:// or https://"#
+        );
+        // A list of replicas: every entry is checked, the bad one named.
+        let replicas = core_url("http://a:50051,http://b:50051");
+        assert_eq!(replicas.core_url, ["http://a:50051", "http://b:50051"]);
+        assert_eq!(replicas.validate(), Ok(()));
+        assert_eq!(
+            core_url("http://a:50051,b:50051").validate().unwrap_err(),
+            r#"LOGI_CORE_URL "b:50051" must start with http:// or https://"#
+        );
         assert_eq!(c.socket_send_buffer(), Some(65536));
         let kernel = parse(&[
             "--jwt-secret",

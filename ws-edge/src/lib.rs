@@ -20,9 +20,10 @@
 //!   parsing of inbound frames.
 //! - [`attach`]: the attachments to core-svc and their registry (topic → sessions).
 //! - [`inbox`]: a session's bounded inbox, filled by the attachments.
-//! - [`upstream`]: the core-svc side: the service credential, the connections, a
-//!   recover-mode app's own Subscribe feed (resume, jittered backoff), location
-//!   forwarding.
+//! - [`upstream`]: the core-svc side: the replicas (`--core-url a,b,…`) and the
+//!   connections to them, the service credential, the order streams fail over in
+//!   (round robin, jittered backoff between rounds), a recover-mode app's own
+//!   Subscribe feed.
 //! - [`resume`]: the opt-in resume of apps: the cursor in their frames, `?since=`.
 //! - [`session`]: one connection, one task: the select loop over client frames,
 //!   the inbox, the outbox, pings, token expiry and shutdown.
@@ -35,7 +36,7 @@
 //! # Data flow
 //! ```text
 //! core-svc ──Attach──▶ attach::link ──registry: render once──▶ inbox ──▶ session ──▶ outbox ──batch, flush──▶ socket
-//! socket ──▶ session ──dialect::parse_inbound──▶ upstream::forward_location ──UpdateDriverLocation──▶ core-svc
+//! socket ──▶ session ──dialect::parse_inbound──▶ attach::relay ──RelayDriverLocations──▶ core-svc
 //! ```
 //! An app that asks to resume (`?recover=1`, `?since=`) has a Subscribe stream of
 //! its own instead of the attachment: its replay and cursors are its own.

@@ -1,6 +1,6 @@
 //! The HTTP side: WebSocket routes (checked before the upgrade), `/healthz` (the
-//! process is up) and `/readyz` (every attachment is up and core-svc answers its
-//! health check).
+//! process is up) and `/readyz` (every attachment is up, on whichever replica, and
+//! some core-svc replica answers its health check).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -143,7 +143,7 @@ pub async fn run(
         0 => admission::default_max_connections(),
         n => n,
     };
-    tracing::info!(addr = %listener.local_addr()?, core = %config.core_url, max_connections, "ws-edge ready");
+    tracing::info!(addr = %listener.local_addr()?, core = %config.core_url.join(","), max_connections, "ws-edge ready");
     let limits = accept::Limits {
         handshake_timeout: config.handshake_timeout,
         max_header_bytes: config.max_header_bytes,

@@ -1,21 +1,32 @@
 //! The core-svc side of the edge.
 //!
-//! [`Upstream`] holds one lazily connected gRPC channel (HTTP/2 multiplexes every
-//! connection's stream over it) and the edge's service credential: with an HS256
-//! secret it mints a `service` token and renews it at half its life; a configured
-//! token is sent as it is, and one read from a file is read again when the file
-//! changes. [`Feed`] is one connection's event stream: it subscribes (the snapshot
-//! comes as the stream's first events), and when the stream breaks it subscribes
-//! again from the last cursor it handed out, with jittered backoff, until the
-//! outage limit. The session polls it in its own task. The attachments' and
-//! location relays' streams are opened here too, each on a connection of its own.
+//! `--core-url` names one core-svc or several replicas on one database. For each
+//! replica [`Upstream`] holds its URL and one lazily connected gRPC channel (HTTP/2
+//! multiplexes every recover-mode app's stream over it), and for all of them the
+//! edge's service credential: with an HS256 secret it mints a `service` token and
+//! renews it at half its life; a configured token is sent as it is, and one read
+//! from a file is read again when the file changes.
+//!
+//! [`Feed`] is one connection's event stream: it subscribes on the replica new
+//! streams go to (the snapshot comes as the stream's first events), and when the
+//! stream breaks it subscribes again on the next replica from the last cursor it
+//! handed out ([`Rotation`]: round robin, jittered backoff after each full round),
+//! until the outage limit. The replica new streams go to stays where it is until
+//! one fails there, then moves to the next: every replica serves the same
+//! database, so nothing is gained by spreading these few streams, and an app's
+//! call meets a dead replica only if it is the first to find it dead. The session
+//! polls the feed in its own task. The attachments' and location relays' streams
+//! are opened here too, each attachment on a connection of its own to each
+//! replica it uses ([`Upstream::connections`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::Stream;
+use futures::stream::{FuturesUnordered, StreamExt};
 use logi::auth::{Role, Signer};
 use logi::pb::location_service_client::LocationServiceClient;
 use logi::pb::{self, event_service_client::EventServiceClient};
@@ -75,14 +86,78 @@ fn header_value(token: &str) -> Result<MetadataValue<Ascii>, Status> {
         .map_err(|_| Status::internal("the service token is not a valid header value"))
 }
 
+/// Every `--core-url` entry checked and made an endpoint, in the order given.
+///
+/// # Errors
+/// One line naming the first bad entry: empty, not `http://` or `https://`, not a
+/// URI, or given twice.
+pub fn endpoints(urls: &[String]) -> Result<Vec<(String, Endpoint)>, String> {
+    let mut out: Vec<(String, Endpoint)> = Vec::with_capacity(urls.len());
+    if urls.is_empty() {
+        return Err("LOGI_CORE_URL names no core-svc".into());
+    }
+    for url in urls {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err("LOGI_CORE_URL has an empty entry: separate URLs with one comma".into());
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "LOGI_CORE_URL {url:?} must start with http:// or https://"
+            ));
+        }
+        if out.iter().any(|(seen, _)| seen == url) {
+            return Err(format!("LOGI_CORE_URL names {url:?} twice"));
+        }
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| format!("LOGI_CORE_URL {url:?}: {e}"))?;
+        out.push((url.to_owned(), tuned(endpoint)));
+    }
+    Ok(out)
+}
+
+/// The connection settings of every connection to core-svc.
+fn tuned(endpoint: Endpoint) -> Endpoint {
+    endpoint
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        // Recover-mode apps' streams share a replica's connection (each attachment
+        // has one of its own): a generous connection window keeps a few briefly
+        // stalled streams from holding up the others, a modest stream window
+        // bounds what each may hold.
+        .initial_connection_window_size(32 * 1024 * 1024)
+        .initial_stream_window_size(1024 * 1024)
+        // Each app that leaves cancels its stream. h2 remembers only a few
+        // cancelled streams (so frames still in flight on them are ignored); when
+        // thousands leave at once the rest count as protocol errors, and after 1024
+        // of those h2 tears the whole connection down, forcing every session to
+        // resubscribe at once. This connection carries a stream per app in recover
+        // mode, so it remembers as many cancellations as an edge holds apps.
+        .http2_max_concurrent_reset_streams(MAX_REMEMBERED_RESETS)
+        .http2_max_local_error_reset_streams(MAX_REMEMBERED_RESETS)
+}
+
 /// A handle to core-svc, one pointer wide: every session and its feed hold one.
 #[derive(Clone)]
 pub struct Upstream(Arc<Inner>);
 
-struct Inner {
-    /// Where core-svc is, for the attachments' connections of their own.
+/// One core-svc replica.
+struct Replica {
+    url: String,
+    /// Where it is, for the attachments' connections of their own.
     endpoint: Endpoint,
+    /// The connection recover-mode apps' streams and health checks share.
     channel: Channel,
+}
+
+struct Inner {
+    replicas: Box<[Replica]>,
+    /// The replica new recover-mode streams go to; moved to the next when one
+    /// fails there.
+    preferred: AtomicUsize,
     credential: Credential,
     /// The `authorization` value in use, and when a minted one is renewed. Minting
     /// (HMAC, JSON, base64) is not done per call: every GPS ping is one.
@@ -92,42 +167,52 @@ struct Inner {
 
 impl Upstream {
     /// # Errors
-    /// When `core_url` is not a valid URI.
+    /// When an entry of `core_urls` is not a valid URL (see [`endpoints`]).
     pub fn new(
-        core_url: &str,
+        core_urls: &[String],
         credential: Credential,
         outage_limit: Duration,
     ) -> Result<Self, String> {
-        let endpoint = Endpoint::from_shared(core_url.to_owned())
-            .map_err(|e| format!("LOGI_CORE_URL {core_url:?}: {e}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true)
-            // Recover-mode apps' streams share this connection (each attachment
-            // has one of its own): a generous connection window keeps a few
-            // briefly stalled streams from holding up the others, a modest stream
-            // window bounds what each may hold.
-            .initial_connection_window_size(32 * 1024 * 1024)
-            .initial_stream_window_size(1024 * 1024)
-            // Each app that leaves cancels its stream. h2 remembers only a few
-            // cancelled streams (so frames still in flight on them are ignored); when
-            // thousands leave at once the rest count as protocol errors, and after 1024
-            // of those h2 tears the whole connection down, forcing every session to
-            // resubscribe at once. This connection carries a stream per app in
-            // recover mode, so it remembers as many cancellations as an edge holds
-            // apps.
-            .http2_max_concurrent_reset_streams(MAX_REMEMBERED_RESETS)
-            .http2_max_local_error_reset_streams(MAX_REMEMBERED_RESETS);
-        let channel = endpoint.connect_lazy();
+        let replicas = endpoints(core_urls)?
+            .into_iter()
+            .map(|(url, endpoint)| Replica {
+                url,
+                channel: endpoint.connect_lazy(),
+                endpoint,
+            })
+            .collect();
         Ok(Self(Arc::new(Inner {
-            endpoint,
-            channel,
+            replicas,
+            preferred: AtomicUsize::new(0),
             credential,
             header: Mutex::default(),
             outage_limit,
         })))
+    }
+
+    /// How many replicas `--core-url` names (at least one).
+    pub fn replicas(&self) -> usize {
+        self.0.replicas.len()
+    }
+
+    /// The URL of `replica`, for log lines.
+    pub fn url(&self, replica: usize) -> &str {
+        &self.0.replicas[replica].url
+    }
+
+    /// The replica a new recover-mode stream goes to first.
+    fn preferred(&self) -> usize {
+        self.0.preferred.load(Ordering::Relaxed)
+    }
+
+    /// A stream failed on `replica`: new ones go to the next, unless another
+    /// failure moved them on already.
+    fn failed(&self, replica: usize) {
+        let next = (replica + 1) % self.replicas();
+        let _ =
+            self.0
+                .preferred
+                .compare_exchange(replica, next, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// The `authorization` value: a configured token, a minted one renewed when half
@@ -186,6 +271,7 @@ impl Upstream {
 
     async fn subscribe(
         &self,
+        replica: usize,
         topics: &[String],
         resume: &HashMap<String, pb::Cursor>,
     ) -> Result<Streaming<pb::Event>, Status> {
@@ -195,15 +281,19 @@ impl Upstream {
             heads: true,
             snapshots: true,
         })?;
-        let mut client = EventServiceClient::new(self.0.channel.clone());
+        let mut client = EventServiceClient::new(self.0.replicas[replica].channel.clone());
         opened("Subscribe", client.subscribe(req)).await
     }
 
-    /// A connection of its own to core-svc (made when first used), for an
-    /// attachment: its stream then does not share a connection's window and
-    /// socket with everything else.
-    pub fn connection(&self) -> Channel {
-        self.0.endpoint.connect_lazy()
+    /// A connection of its own to each replica (each made when first used), for
+    /// an attachment: its streams then do not share a connection's window and
+    /// socket with everything else. Indexed like the replicas.
+    pub fn connections(&self) -> Arc<[Channel]> {
+        self.0
+            .replicas
+            .iter()
+            .map(|r| r.endpoint.connect_lazy())
+            .collect()
     }
 
     /// Opens an `EventService.Attach` stream on `channel`, sending `requests`.
@@ -235,17 +325,35 @@ impl Upstream {
         opened("RelayDriverLocations", client.relay_driver_locations(req)).await
     }
 
-    /// Whether core-svc answers its health check within a second.
+    /// Whether some replica answers its health check SERVING within a second
+    /// (all are asked at once).
     pub async fn ready(&self) -> bool {
-        let mut health = tonic_health::pb::health_client::HealthClient::new(self.0.channel.clone());
-        let check = health.check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        });
-        matches!(
-            tokio::time::timeout(Duration::from_secs(1), check).await,
-            Ok(Ok(r)) if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-        )
+        let mut checks: FuturesUnordered<_> = self
+            .0
+            .replicas
+            .iter()
+            .map(|r| serving(r.channel.clone()))
+            .collect();
+        while let Some(serving) = checks.next().await {
+            if serving {
+                return true;
+            }
+        }
+        false
     }
+}
+
+/// Whether the core-svc on `channel` answers its health check SERVING within a
+/// second.
+async fn serving(channel: Channel) -> bool {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let check = health.check(tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    });
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), check).await,
+        Ok(Ok(r)) if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    )
 }
 
 /// Why a [`Feed`] ended.
@@ -266,11 +374,13 @@ impl FeedEnd {
     }
 }
 
-/// One connection's events, across core-svc restarts and broken streams.
+/// One connection's events, across core-svc restarts, failed replicas and broken
+/// streams.
 ///
 /// Every topic has a cursor from the start (core-svc begins each topic with a
 /// Snapshot, or replays after the app's own cursor), so a resubscription resumes
-/// exactly after the last event handed out.
+/// exactly after the last event handed out, on whichever replica: they share the
+/// database, and with it the cursors.
 pub struct Feed {
     upstream: Upstream,
     topics: Vec<String>,
@@ -278,7 +388,7 @@ pub struct Feed {
     stream: Option<Streaming<pb::Event>>,
     /// Set on the first failure of the current outage; cleared by a subscription.
     down_since: Option<Instant>,
-    backoff: Backoff,
+    rotation: Rotation,
 }
 
 impl Feed {
@@ -288,37 +398,63 @@ impl Feed {
         topics: Vec<String>,
         cursors: HashMap<String, pb::Cursor>,
     ) -> Self {
+        let rotation = Rotation::new(upstream.preferred(), upstream.replicas());
         Self {
             upstream,
             topics,
             cursors,
             stream: None,
             down_since: None,
-            backoff: Backoff::default(),
+            rotation,
         }
     }
 
-    /// Subscribes once, for the handshake: a failure is answered at once (HTTP 503)
-    /// rather than waited out.
+    /// Subscribes for the handshake, on each replica at most once: a failure is
+    /// answered at once (HTTP 503) rather than waited out, but a replica that is
+    /// down does not fail it while another answers.
     ///
     /// # Errors
-    /// The status core-svc answered.
+    /// The status core-svc answered last.
     pub async fn subscribe_now(&mut self) -> Result<(), Status> {
-        let stream = self.upstream.subscribe(&self.topics, &self.cursors).await?;
-        self.subscribed(stream);
-        Ok(())
+        let mut tries = self.upstream.replicas();
+        loop {
+            let replica = self.rotation.replica();
+            match self.open().await {
+                Ok(stream) => {
+                    self.subscribed(stream);
+                    return Ok(());
+                }
+                Err(status) => {
+                    tries -= 1;
+                    if tries == 0 || close::on_stream_end(&status) != StreamEnd::Resubscribe {
+                        return Err(status);
+                    }
+                    tracing::debug!(replica = self.upstream.url(replica), code = ?status.code(), message = status.message(), "core-svc did not take the subscription; trying the next replica");
+                    self.upstream.failed(replica);
+                    self.rotation.failed();
+                }
+            }
+        }
+    }
+
+    /// Subscribes on the current replica, from the cursors.
+    async fn open(&self) -> Result<Streaming<pb::Event>, Status> {
+        let replica = self.rotation.replica();
+        self.upstream
+            .subscribe(replica, &self.topics, &self.cursors)
+            .await
     }
 
     fn subscribed(&mut self, stream: Streaming<pb::Event>) {
         self.stream = Some(stream);
         self.down_since = None;
-        self.backoff.reset();
+        self.rotation.up();
     }
 
     /// Subscribes if not subscribed, waiting out failures with backoff.
     async fn connect(&mut self) -> Result<(), FeedEnd> {
         while self.stream.is_none() {
-            match self.upstream.subscribe(&self.topics, &self.cursors).await {
+            match self.open().await {
                 Ok(stream) => self.subscribed(stream),
                 Err(status) => self.failed(status).await?,
             }
@@ -326,6 +462,7 @@ impl Feed {
         Ok(())
     }
 
+    /// The stream on the current replica broke or was not opened: on to the next.
     async fn failed(&mut self, status: Status) -> Result<(), FeedEnd> {
         self.stream = None;
         if let StreamEnd::Close(_) = close::on_stream_end(&status) {
@@ -336,8 +473,13 @@ impl Feed {
         if left.is_zero() {
             return Err(FeedEnd::Outage(status));
         }
-        tracing::debug!(code = ?status.code(), message = status.message(), "core-svc stream broke; resubscribing");
-        tokio::time::sleep(self.backoff.wait().min(left)).await;
+        let replica = self.rotation.replica();
+        tracing::debug!(replica = self.upstream.url(replica), code = ?status.code(), message = status.message(), "core-svc stream broke; resubscribing");
+        self.upstream.failed(replica);
+        let wait = self.rotation.failed();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait.min(left)).await;
+        }
         Ok(())
     }
 
@@ -451,6 +593,55 @@ impl Default for Backoff {
     }
 }
 
+/// Which replica a stream goes to next: the one after the replica that failed it
+/// (round robin from where it started), at once within a round and after a
+/// [`Backoff`] wait once every replica failed in turn. With one replica every
+/// failure ends a round, so it waits after each, as it always did.
+#[derive(Debug)]
+pub struct Rotation {
+    replica: usize,
+    replicas: usize,
+    /// Failures in a row since the stream was last up, within the current round.
+    failures: usize,
+    backoff: Backoff,
+}
+
+impl Rotation {
+    /// Starting on replica `first` (taken modulo `replicas`) of `replicas`.
+    pub fn new(first: usize, replicas: usize) -> Self {
+        let replicas = replicas.max(1);
+        Self {
+            replica: first % replicas,
+            replicas,
+            failures: 0,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// The replica to use now.
+    pub fn replica(&self) -> usize {
+        self.replica
+    }
+
+    /// The stream is up: the next failure starts a new round, with the first wait.
+    pub fn up(&mut self) {
+        self.failures = 0;
+        self.backoff.reset();
+    }
+
+    /// The stream broke or could not be opened on the current replica: moves to
+    /// the next, and says how long to wait before trying it (zero within a round).
+    pub fn failed(&mut self) -> Duration {
+        self.replica = (self.replica + 1) % self.replicas;
+        self.failures += 1;
+        if self.failures < self.replicas {
+            return Duration::ZERO;
+        }
+        self.failures = 0;
+        self.backoff.wait()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,7 +650,7 @@ mod tests {
     async fn the_service_token_is_minted_once_not_per_call() {
         let signer = Signer::hs256(b"0123456789abcdef0123456789abcdef").unwrap();
         let minted = Upstream::new(
-            "http://127.0.0.1:1",
+            &["http://127.0.0.1:1".into()],
             Credential::Mint(signer),
             Duration::from_secs(1),
         )
@@ -488,7 +679,7 @@ mod tests {
                 .starts_with("Bearer ey")
         );
         let fixed = Upstream::new(
-            "http://127.0.0.1:1",
+            &["http://127.0.0.1:1".into()],
             Credential::Static("abc".into()),
             Duration::from_secs(1),
         )
@@ -502,7 +693,7 @@ mod tests {
         let path = dir.path().join("core-token");
         std::fs::write(&path, "first\n").unwrap();
         let up = Upstream::new(
-            "http://127.0.0.1:1",
+            &["http://127.0.0.1:1".into()],
             Credential::File(path.clone()),
             Duration::from_secs(1),
         )
@@ -554,5 +745,78 @@ mod tests {
         }
         backoff.reset();
         assert!(backoff.wait() <= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_rotation_moves_round_robin_and_waits_only_after_a_full_round() {
+        let mut rotation = Rotation::new(4, 3);
+        assert_eq!(rotation.replica(), 1, "started modulo the replicas");
+        assert_eq!(rotation.failed(), Duration::ZERO);
+        assert_eq!(rotation.replica(), 2);
+        assert_eq!(rotation.failed(), Duration::ZERO);
+        assert_eq!(rotation.replica(), 0);
+        let first = rotation.failed();
+        assert!(first > Duration::ZERO && first <= Duration::from_millis(50));
+        assert_eq!(rotation.replica(), 1, "back where it started");
+        // The next round waits longer; a stream that was up starts over.
+        rotation.failed();
+        rotation.failed();
+        assert!(rotation.failed() >= Duration::from_millis(50));
+        rotation.up();
+        assert_eq!(rotation.replica(), 1);
+        assert_eq!(rotation.failed(), Duration::ZERO);
+        assert_eq!(rotation.replica(), 2);
+
+        // One replica: a wait after every failure, as without a list.
+        let mut single = Rotation::new(0, 1);
+        assert!(single.failed() > Duration::ZERO);
+        assert_eq!(single.replica(), 0);
+    }
+
+    #[test]
+    fn every_entry_of_the_list_is_checked() {
+        let urls = |s: &str| s.split(',').map(str::to_owned).collect::<Vec<_>>();
+        let ok = endpoints(&urls("http://a:50051, https://b:50051")).unwrap();
+        let names: Vec<&str> = ok.iter().map(|(url, _)| url.as_str()).collect();
+        assert_eq!(names, ["http://a:50051", "https://b:50051"]);
+        assert_eq!(
+            endpoints(&urls("http://a:50051,b:50051")).unwrap_err(),
+            r#"LOGI_CORE_URL "b:50051" must start with http:// or https://"#
+        );
+        assert_eq!(
+            endpoints(&urls("http://a:50051,,http://b:50051")).unwrap_err(),
+            "LOGI_CORE_URL has an empty entry: separate URLs with one comma"
+        );
+        assert_eq!(
+            endpoints(&urls("http://a:50051,http://a:50051")).unwrap_err(),
+            r#"LOGI_CORE_URL names "http://a:50051" twice"#
+        );
+        assert!(
+            endpoints(&urls("http://a b:1"))
+                .unwrap_err()
+                .starts_with(r#"LOGI_CORE_URL "http://a b:1": "#)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_moves_new_streams_to_the_next_replica_once() {
+        let urls = [
+            "http://127.0.0.1:1".to_owned(),
+            "http://127.0.0.1:2".to_owned(),
+        ];
+        let up = Upstream::new(
+            &urls,
+            Credential::Static("abc".into()),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!((up.replicas(), up.preferred()), (2, 0));
+        up.failed(0);
+        assert_eq!(up.preferred(), 1);
+        // A second stream that failed on replica 0 does not move them back.
+        up.failed(0);
+        assert_eq!(up.preferred(), 1);
+        up.failed(1);
+        assert_eq!(up.preferred(), 0);
     }
 }

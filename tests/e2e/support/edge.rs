@@ -23,7 +23,17 @@ pub struct Edge {
 
 /// Starts ws-edge for the core-svc at `core` with extra flags.
 pub async fn spawn_edge(core: SocketAddr, extra: &[&str]) -> Edge {
-    let core_url = format!("http://{core}");
+    spawn_edge_on(&[core], extra).await
+}
+
+/// Starts ws-edge for the core-svc replicas at `cores`, in that order (one
+/// `--core-url` list), with extra flags.
+pub async fn spawn_edge_on(cores: &[SocketAddr], extra: &[&str]) -> Edge {
+    let core_url = cores
+        .iter()
+        .map(|core| format!("http://{core}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut args = vec!["ws-edge", "--core-url", &core_url];
     if !extra.contains(&"--jwt-public-key") {
         args.extend_from_slice(&["--jwt-secret", SECRET]);

@@ -4,17 +4,24 @@
 //! # Shape
 //! - [`Attachments`]: the pool (`--attachments`, default 2). A topic always goes to
 //!   the same attachment (by a hash of its name), so its events stay in order.
+//!   With several core-svc replicas (`--core-url a,b,…`) attachment `i` starts on
+//!   replica `i mod n`; each has a connection of its own to each replica it uses,
+//!   shared with its location relay.
 //! - [`Shard`]: one attachment's [`registry::Registry`] (topic → sessions) behind a
 //!   mutex, and the state of its link. Sessions join and leave under the lock; the
 //!   link dispatches each batch under it.
 //! - [`link`]: the task that holds the stream: it sends what the registry asks
-//!   for, dispatches what comes back, and when the stream breaks attaches again
-//!   (jittered backoff) and watches every topic again from its last cursor.
+//!   for, dispatches what comes back, and when the stream breaks or its replica
+//!   does not answer attaches again on the next replica (at once, and with
+//!   jittered backoff after each full round of them) and watches every topic again
+//!   from its last cursor. The replicas share one database, so the cursors hold on
+//!   any of them.
 //! - [`Membership`]: a session's place in the registries, and its
 //!   [`Inbox`]; dropping it leaves every topic.
 //! - [`relay`]: the drivers' positions from the sockets, up one
-//!   `RelayDriverLocations` stream per attachment (on its connection); a driver
-//!   always goes to the same one (by a hash of its id).
+//!   `RelayDriverLocations` stream per attachment (on its connections, moving to
+//!   the next replica as the link does); a driver always goes to the same one (by
+//!   a hash of its id).
 //!
 //! # Data flow
 //! ```text
@@ -114,7 +121,8 @@ fn pick<'a, T>(all: &'a [T], key: &str) -> &'a T {
 }
 
 impl Attachments {
-    /// Starts `count` attachments (at least one), each on a connection of its own.
+    /// Starts `count` attachments (at least one), each on connections of its own,
+    /// attachment `i` first on replica `i mod n`.
     pub fn start(
         upstream: &Upstream,
         count: usize,
@@ -126,26 +134,26 @@ impl Attachments {
         let shards: Arc<[Arc<Shard>]> = (0..count).map(|_| Arc::new(Shard::new())).collect();
         let relays: Arc<[Arc<relay::Relay>]> = (0..count).map(|_| Arc::default()).collect();
         for (index, (shard, relay)) in shards.iter().zip(relays.iter()).enumerate() {
-            let channel = upstream.connection();
+            let channels = upstream.connections();
             let link = link::Link {
                 index,
                 shard: shard.clone(),
                 upstream: upstream.clone(),
-                channel: channel.clone(),
+                channels: channels.clone(),
                 outage_limit,
             };
             tasks.spawn(link.run(shutdown.clone()));
             tasks.spawn(
                 relay
                     .clone()
-                    .run(upstream.clone(), channel, shutdown.clone()),
+                    .run(upstream.clone(), index, channels, shutdown.clone()),
             );
         }
         Self { shards, relays }
     }
 
-    /// Whether every attachment's stream is up (for `/readyz`: an edge with one
-    /// down refuses the apps of its topics).
+    /// Whether every attachment's stream is up, on whichever replica (for
+    /// `/readyz`: an edge with one down refuses the apps of its topics).
     pub fn ready(&self) -> bool {
         self.shards.iter().all(|s| s.status() == UP)
     }

@@ -1,6 +1,6 @@
 //! Drivers' positions from the sockets, up to core-svc on one
 //! `LocationService.RelayDriverLocations` stream per attachment (on the
-//! attachment's connection), instead of one call per ping.
+//! attachment's connections), instead of one call per ping.
 //!
 //! A session hands its driver's position to the [`Relay`] of that driver and
 //! goes on. Each driver has one waiting slot: a newer position replaces the one
@@ -10,7 +10,8 @@
 //! batch, in order, with its refusals, and each refusal becomes an `error` frame
 //! in that driver's session's inbox. When the stream breaks, the sessions whose
 //! positions were in flight are told they were not recorded; what waits stays,
-//! and goes once the stream is open again (jittered backoff).
+//! and goes once the stream is open again, on the next replica (as the
+//! attachments move: [`Rotation`]).
 //!
 //! Bounds: one waiting position per driver (so at most the drivers connected),
 //! and [`IN_FLIGHT`] × [`MAX_BATCH`] in flight.
@@ -30,7 +31,7 @@ use tonic::{Code, Status};
 use crate::close;
 use crate::dialect::{self, inbound::Position};
 use crate::inbox::Inbox;
-use crate::upstream::{Backoff, Upstream};
+use crate::upstream::{Rotation, Upstream};
 
 /// Positions per batch at most (core-svc takes up to 1024).
 pub const MAX_BATCH: usize = 512;
@@ -103,26 +104,33 @@ impl Relay {
         !self.state().order.is_empty()
     }
 
-    /// Relays until `shutdown`, opening the stream again whenever it breaks.
+    /// Relays until `shutdown`, first to replica `first` over `channels` (one
+    /// per replica), opening the stream again on the next replica whenever it
+    /// breaks.
     pub async fn run(
         self: Arc<Self>,
         upstream: Upstream,
-        channel: Channel,
+        first: usize,
+        channels: Arc<[Channel]>,
         shutdown: CancellationToken,
     ) {
-        let mut backoff = Backoff::default();
+        let mut rotation = Rotation::new(first, upstream.replicas());
         loop {
+            let replica = rotation.replica();
             let (status, was_up) = tokio::select! {
                 () = shutdown.cancelled() => return,
-                ended = self.relayed(&upstream, &channel) => ended,
+                ended = self.relayed(&upstream, &channels[replica]) => ended,
             };
             if was_up {
-                backoff.reset();
+                rotation.up();
             }
-            tracing::debug!(code = ?status.code(), message = status.message(), "location relay broke; opening it again");
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(backoff.wait()) => {}
+            let wait = rotation.failed();
+            tracing::debug!(replica = upstream.url(replica), next = upstream.url(rotation.replica()), code = ?status.code(), message = status.message(), "location relay broke; opening it on the next replica");
+            if !wait.is_zero() {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
             }
         }
     }
