@@ -8,6 +8,7 @@
 mod support;
 
 mod cluster;
+mod cluster_kill;
 mod core_attach;
 mod core_durability;
 mod core_lifecycle;

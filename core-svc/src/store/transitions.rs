@@ -161,6 +161,19 @@ pub trait Steps {
         id: BookingId,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
+    /// Locks the offers an accept of `id` by `driver` will close (the booking's,
+    /// and the driver's open ones elsewhere) in one order, the same for every
+    /// transaction, so that two accepts closing each other's offers wait for
+    /// each other instead of deadlocking. A store with one writer locks nothing.
+    fn lock_offers(
+        &mut self,
+        id: BookingId,
+        driver: &Id,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = (id, driver);
+        std::future::ready(Ok(()))
+    }
+
     /// The state of the booking's offer to the driver, if it was offered.
     fn offer_state(
         &mut self,
@@ -246,6 +259,7 @@ pub async fn accept<S: Steps>(s: &mut S, id: BookingId, driver: &Id) -> Result<B
     // The driver before its offer: a change that withdraws the offer holds the
     // driver first, so the offer read next is the one that change left.
     let current = s.driver(driver).await?;
+    s.lock_offers(id, driver).await?;
     if s.offer_state(id, driver).await?.as_deref() != Some("open") {
         return Err(Error::precondition(format!(
             "booking {id} was not offered to driver {driver}"

@@ -164,11 +164,24 @@ fn lost_race(e: &Error) -> bool {
     let Error::Storage(storage) = e else {
         return false;
     };
-    let code = std::error::Error::source(storage)
-        .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
-        .and_then(tokio_postgres::Error::code)
-        .map(|c| c.code());
-    matches!(code, Some("40001" | "40P01"))
+    // The database's error sits somewhere down the chain (behind the Arc that
+    // keeps it cloneable): look at every level.
+    let mut next = std::error::Error::source(storage);
+    while let Some(cause) = next {
+        let code = cause
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::code)
+            .or_else(|| {
+                cause
+                    .downcast_ref::<tokio_postgres::error::DbError>()
+                    .map(tokio_postgres::error::DbError::code)
+            });
+        if let Some(code) = code {
+            return matches!(code.code(), "40001" | "40P01");
+        }
+        next = cause.source();
+    }
+    false
 }
 
 /// A few milliseconds, doubling with each retry, at random so that the

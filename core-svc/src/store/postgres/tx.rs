@@ -1,9 +1,12 @@
 //! The steps of the state transitions ([`crate::store::transitions`]) in
 //! PostgreSQL, on one READ COMMITTED transaction.
 //!
-//! Rows a transition decides on are locked as it reads them (`FOR UPDATE`), so
+//! Rows a transition decides on are locked as it reads them (`FOR NO KEY
+//! UPDATE`: exclusive among transitions, and out of the way of the foreign-key
+//! checks of rows that refer to them, such as a new offer or lease), so
 //! concurrent transitions of one booking or driver take turns; the conditional
-//! updates stay conditional all the same. Events are gathered while the
+//! updates stay conditional all the same. An accept locks the offers it will
+//! close up front, in key order. Events are gathered while the
 //! transaction runs and appended just before COMMIT, the topics locked in name
 //! order: a topic's row lock (the `admins` topic is in almost every transaction)
 //! is held only for the append and the commit, and two transactions never wait
@@ -232,7 +235,7 @@ impl Steps for PgTx<'_> {
     }
 
     async fn lock_booking(&mut self, id: BookingId) -> Result<Booking, Error> {
-        self.read_booking(id, " FOR UPDATE").await
+        self.read_booking(id, " FOR NO KEY UPDATE").await
     }
 
     async fn driver(&mut self, id: &Id) -> Result<Option<Driver>, Error> {
@@ -242,7 +245,7 @@ impl Steps for PgTx<'_> {
         let lock = self
             .tx
             .prepare_cached(
-                "SELECT status, vehicle_type, version FROM drivers WHERE id = $1 FOR UPDATE",
+                "SELECT status, vehicle_type, version FROM drivers WHERE id = $1 FOR NO KEY UPDATE",
             )
             .await?;
         let trip = self
@@ -414,6 +417,16 @@ impl Steps for PgTx<'_> {
                 &(id as i64),
                 &self.now_ms(),
             ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn lock_offers(&mut self, id: BookingId, driver: &Id) -> Result<(), Error> {
+        self.query(
+            "SELECT 1 FROM offers WHERE booking_id = $1 OR (driver_id = $2 AND state = 'open')
+             ORDER BY booking_id, driver_id FOR NO KEY UPDATE",
+            &[&(id as i64), &driver.as_str()],
         )
         .await?;
         Ok(())
