@@ -134,3 +134,113 @@ fn token_refuses_unknown_roles_and_bad_ids() {
     let bad_sub = run(&["token", "--role", "user", "--sub", "a_b"]);
     assert!(!bad_sub.status.success());
 }
+
+#[tokio::test]
+async fn up_cluster_runs_replicas_on_postgres_and_nats_behind_edges_sharing_one_port() {
+    let (Ok(admin), Ok(nats)) = (
+        std::env::var("LOGI_TEST_POSTGRES_URL"),
+        std::env::var("LOGI_TEST_NATS_URL"),
+    ) else {
+        return;
+    };
+    use core_svc::store::postgres::admin;
+    // A database that does not exist yet: `up` creates it.
+    let name = format!(
+        "logi_test_up_{}_{}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let url = admin::with_database(&admin, &name);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut up = logi(&data)
+        .args([
+            "up",
+            "--cluster",
+            "2",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--ws-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--postgres-url", &url, "--nats-url", &nats])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = BufReader::new(up.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let mut replicas = Vec::new();
+    let rider_url = loop {
+        let line = banner
+            .next()
+            .expect("the banner names the replicas and the rider URL");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["core-svc", "gRPC", addr, ..] => replicas.push(addr.to_string()),
+            ["rider", url, ..] => break url.to_string(),
+            _ => {}
+        }
+    };
+    assert_eq!(replicas.len(), 2, "{replicas:?}");
+
+    let mint = |role: &str, sub: &str| {
+        let out = logi(&data)
+            .args(["token", "--role", role, "--sub", sub, "--ttl", "5m"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let url = rider_url.replace("$RIDER_TOKEN", &mint("user", "12"));
+    let (mut rider, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    // Booked through the second replica; the rider, on whichever edge took it,
+    // hears of it.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", replicas[1]))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let bearer =
+        logi::client::Bearer::header(Some(&format!("Bearer {}", mint("service", "backend"))))
+            .unwrap();
+    let mut clients = logi::client::Clients::new(channel, bearer);
+    let place = |address: &str| logi::pb::Place {
+        latitude: 37.7955,
+        longitude: -122.3937,
+        address: address.into(),
+    };
+    let booking = clients
+        .bookings
+        .create_booking(logi::pb::CreateBookingRequest {
+            user_id: "12".into(),
+            pickup: Some(place("123 Main St")),
+            dropoff: Some(place("456 Elm St")),
+            vehicle_type: "car".into(),
+            phone_number: "+1234567890".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let frame = tokio::time::timeout(Duration::from_secs(10), rider.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let frame: serde_json::Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+    assert_eq!(frame["type"], "booking_status_update");
+    assert_eq!(frame["message"]["booking_id"], booking.id);
+
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &up.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(wait(&mut up).code(), Some(0));
+    admin::run_admin(&admin, &format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
