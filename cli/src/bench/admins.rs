@@ -91,7 +91,7 @@ fn driver_of(frame: &str) -> Option<usize> {
 /// When the system cannot be started or set up.
 pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
     // No driver goes stale during the run: every frame is one of the load's changes.
-    let system = System::start_with(edges, &[], &[], &[("LOGI_DRIVER_STALE_AFTER", "1h")])?;
+    let system = System::start_with(edges, &[], &[], &[("LOGI_DRIVER_STALE_AFTER", "1h")]).await?;
     let clients = fixture::service(&system).await?;
     let status = |j: usize, available: bool| pb::SetDriverStatusRequest {
         driver_id: format!("a-d{j}"),

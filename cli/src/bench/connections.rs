@@ -35,7 +35,7 @@ const MAX_PER_PROCESS: usize = 18_000;
 pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
     let limit = socket::raise_fd_limit();
     let per_process = (limit.saturating_sub(SPARE_FILES) as usize).clamp(1, MAX_PER_PROCESS);
-    let system = System::start(edges, &[], &[])?;
+    let system = System::start(edges, &[], &[]).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = system.usage()?;
     let mut holders = (0..args.clients)

@@ -431,7 +431,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
     let (system, trips) = if args.floor {
         (System::floor()?, fixture::unregistered(args.trips))
     } else {
-        let system = System::start(edges, &[], &[])?;
+        let system = System::start(edges, &[], &[]).await?;
         eprintln!("setting up {} trips…", args.trips);
         let trips = fixture::trips(&system, args.trips, true).await?;
         (system, trips)

@@ -46,7 +46,15 @@ pub fn unregistered(n: usize) -> Vec<Trip> {
 /// # Errors
 /// When core-svc cannot be reached.
 pub async fn service(system: &System) -> anyhow::Result<Clients> {
-    let channel = Channel::from_shared(format!("http://{}", system.core.addr))?
+    service_of(system, 0).await
+}
+
+/// A service client of the replica worker `i` calls (see [`System::grpc`]).
+///
+/// # Errors
+/// When core-svc cannot be reached.
+pub async fn service_of(system: &System, i: usize) -> anyhow::Result<Clients> {
+    let channel = Channel::from_shared(format!("http://{}", system.grpc(i)))?
         .connect()
         .await?;
     Ok(Clients::new(

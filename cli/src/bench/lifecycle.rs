@@ -182,7 +182,7 @@ async fn recover(c: &mut Clients, booking: Option<u64>) {
 /// # Errors
 /// When the system cannot be started or set up.
 pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
-    let system = System::start(edges, &[], &[])?;
+    let system = System::start(edges, &[], &[]).await?;
     let seen: Seen = Arc::default();
     // Drivers online, each far from the others; no bookings yet.
     let setup = fixture::service(&system).await?;
@@ -212,7 +212,7 @@ pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
     let deadline = start + args.duration;
     let mut workers = Vec::new();
     for i in 0..args.concurrency {
-        let mut c = setup.clone();
+        let mut c = fixture::service_of(&system, i).await?;
         workers.push(tokio::spawn(async move {
             let mut latency: Vec<Histogram<u64>> =
                 CALLS.iter().map(|_| report::histogram()).collect();

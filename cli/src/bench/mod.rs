@@ -53,6 +53,34 @@ pub struct Bench {
     /// ws-edge processes to start (on one port, SO_REUSEPORT).
     #[arg(long, global = true, default_value_t = 1)]
     pub edges: usize,
+    /// The database: sqlite (a temporary file) or postgres (a scratch database on
+    /// --postgres-url, dropped after the run).
+    #[arg(long, global = true, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
+    pub store: String,
+    /// A PostgreSQL server that may create databases, for --store postgres.
+    #[arg(
+        long,
+        global = true,
+        env = "LOGI_TEST_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub postgres_url: String,
+    /// core-svc replicas, on one PostgreSQL database, talking over NATS; the
+    /// edges attach to all of them and the load's calls are spread over them.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub replicas: usize,
+    /// NATS, for --replicas above 1.
+    #[arg(
+        long,
+        global = true,
+        env = "LOGI_TEST_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// The edges attach to the last replica only and the load's calls go to the
+    /// first: every event crosses from one replica to another.
+    #[arg(long, global = true)]
+    pub cross_replica: bool,
     /// The whole run, set-up included, stops by itself after this.
     #[arg(long, global = true, default_value = "30m", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
@@ -85,6 +113,12 @@ pub enum Scenario {
 pub async fn run(bench: Bench) -> anyhow::Result<()> {
     std::fs::create_dir_all(&bench.out_dir)?;
     socket::raise_fd_limit();
+    system::lay_out(system::Layout {
+        postgres: (bench.store == "postgres").then(|| bench.postgres_url.clone()),
+        replicas: bench.replicas,
+        nats: bench.nats_url.clone(),
+        cross: bench.cross_replica,
+    })?;
     let (edges, out) = (bench.edges, bench.out_dir.as_path());
     let work = async {
         match bench.scenario {

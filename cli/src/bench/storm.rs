@@ -35,7 +35,7 @@ pub struct Args {
 /// When the system cannot be started.
 pub async fn run(args: Args, edges: usize, out: &Path) -> anyhow::Result<()> {
     socket::raise_fd_limit();
-    let system = System::start(edges, &[], &[])?;
+    let system = System::start(edges, &[], &[]).await?;
     let tokens: Arc<Vec<String>> = Arc::new(
         (0..args.users)
             .map(|i| system.token(Role::User, &format!("u{i}")))

@@ -1,14 +1,17 @@
 //! The system under test: core-svc and ws-edge started as child processes from the
-//! release binaries beside this one, on loopback, with a temporary database and a
-//! fresh secret.
+//! release binaries beside this one, on loopback, with a temporary database (a
+//! SQLite file, or a scratch PostgreSQL database that several replicas share over
+//! NATS: see [`Layout`]) and a fresh secret.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use core_svc::store::postgres::scratch::ScratchDatabase;
 use logi::auth::{Role, Signer};
 
 use super::procfs::{self, Usage};
@@ -49,14 +52,59 @@ impl Drop for Proc {
     }
 }
 
-/// Fields drop in order: the servers stop before their folder is removed.
+/// What the servers of a run are: the database, how many core-svc replicas, and
+/// which replica the edges attach to. One per run, set before the first
+/// [`System::start`].
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// A PostgreSQL server to make a scratch database on; SQLite when None.
+    pub postgres: Option<String>,
+    /// core-svc replicas (more than one needs PostgreSQL; they talk over NATS).
+    pub replicas: usize,
+    pub nats: String,
+    /// The edges attach to the last replica only and the load's gRPC calls go to
+    /// the first, so that every event crosses from one replica to another.
+    pub cross: bool,
+}
+
+static LAYOUT: OnceLock<Layout> = OnceLock::new();
+
+/// Sets the run's layout.
+///
+/// # Errors
+/// When it makes no sense (replicas without PostgreSQL).
+pub fn lay_out(layout: Layout) -> anyhow::Result<()> {
+    if layout.replicas == 0 || (layout.replicas > 1 && layout.postgres.is_none()) {
+        bail!("--replicas above 1 needs --store postgres (replicas share its database)");
+    }
+    if layout.cross && layout.replicas < 2 {
+        bail!("--cross-replica needs --replicas 2 or more");
+    }
+    let _ = LAYOUT.set(layout);
+    Ok(())
+}
+
+fn layout() -> Layout {
+    LAYOUT.get().cloned().unwrap_or(Layout {
+        postgres: None,
+        replicas: 1,
+        nats: String::new(),
+        cross: false,
+    })
+}
+
+/// Fields drop in order: the servers stop before their database is removed.
 pub struct System {
+    /// The first core-svc replica (the only one, unless the layout says more).
     pub core: Proc,
+    /// The other replicas.
+    pub replicas: Vec<Proc>,
     pub edges: Vec<Proc>,
     pub signer: Signer,
     /// The HS256 secret, for load processes that mint their own tokens.
     pub secret: String,
     _dir: tempfile::TempDir,
+    _scratch: Option<ScratchDatabase>,
 }
 
 fn binary(name: &str) -> anyhow::Result<PathBuf> {
@@ -132,8 +180,12 @@ impl System {
     ///
     /// # Errors
     /// When a binary is missing or does not become ready.
-    pub fn start(edges: usize, core_args: &[&str], edge_args: &[&str]) -> anyhow::Result<Self> {
-        Self::start_with(edges, core_args, edge_args, &[])
+    pub async fn start(
+        edges: usize,
+        core_args: &[&str],
+        edge_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        Self::start_with(edges, core_args, edge_args, &[]).await
     }
 
     /// Like [`System::start`], with environment variables for core-svc: settings
@@ -142,31 +194,53 @@ impl System {
     ///
     /// # Errors
     /// When a binary is missing or does not become ready.
-    pub fn start_with(
+    pub async fn start_with(
         edges: usize,
         core_args: &[&str],
         edge_args: &[&str],
         core_env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        let layout = layout();
         let dir = tempfile::tempdir()?;
         let secret: String = (0..32)
             .map(|_| format!("{:02x}", rand::random::<u8>()))
             .collect();
-        let db = dir.path().join("bench.db").to_string_lossy().into_owned();
-        let mut args: Vec<String> = vec![
-            "--grpc-addr".into(),
-            "127.0.0.1:0".into(),
-            "--database".into(),
-            db,
-        ];
-        args.extend(core_args.iter().map(|s| s.to_string()));
-        let core = spawn(
-            "core-svc".into(),
-            &binary("core-svc")?,
-            &args,
-            &secret,
-            core_env,
-        )?;
+        let scratch = match &layout.postgres {
+            Some(admin) => Some(ScratchDatabase::create(admin).await?),
+            None => None,
+        };
+        let db = scratch.as_ref().map_or_else(
+            || dir.path().join("bench.db").to_string_lossy().into_owned(),
+            |s| s.url().to_owned(),
+        );
+        let mut cores: Vec<Proc> = Vec::new();
+        for i in 0..layout.replicas {
+            let mut args: Vec<String> = vec![
+                "--grpc-addr".into(),
+                "127.0.0.1:0".into(),
+                "--database".into(),
+                db.clone(),
+            ];
+            if layout.replicas > 1 {
+                args.extend(["--nats-url".into(), layout.nats.clone()]);
+            }
+            args.extend(core_args.iter().map(|s| s.to_string()));
+            let name = if layout.replicas > 1 {
+                format!("core-svc-{i}")
+            } else {
+                "core-svc".into()
+            };
+            cores.push(spawn(name, &binary("core-svc")?, &args, &secret, core_env)?);
+        }
+        let attached: Vec<String> = if layout.cross {
+            cores
+                .last()
+                .into_iter()
+                .map(|c| format!("http://{}", c.addr))
+                .collect()
+        } else {
+            cores.iter().map(|c| format!("http://{}", c.addr)).collect()
+        };
         let mut started: Vec<Proc> = Vec::new();
         for i in 0..edges.max(1) {
             // Several edges share one port (SO_REUSEPORT), the kernel spreading
@@ -178,7 +252,7 @@ impl System {
                 "--listen".into(),
                 listen,
                 "--core-url".into(),
-                format!("http://{}", core.addr),
+                attached.join(","),
             ];
             if edges > 1 {
                 args.push("--reuse-port".into());
@@ -192,13 +266,26 @@ impl System {
                 &[],
             )?);
         }
+        let core = cores.remove(0);
         Ok(Self {
             _dir: dir,
+            _scratch: scratch,
             core,
+            replicas: cores,
             edges: started,
             signer: Signer::hs256(secret.as_bytes())?,
             secret,
         })
+    }
+
+    /// Where the load's gRPC calls of worker `i` go: spread over the replicas, or
+    /// all to the first when the edges attach to the last.
+    pub fn grpc(&self, i: usize) -> SocketAddr {
+        if layout().cross || self.replicas.is_empty() {
+            return self.core.addr;
+        }
+        let all: Vec<&Proc> = std::iter::once(&self.core).chain(&self.replicas).collect();
+        all[i % all.len()].addr
     }
 
     /// Starts the floor relay (see [`super::floor`]) in place of the system: one
@@ -219,7 +306,9 @@ impl System {
         )?;
         Ok(Self {
             _dir: dir,
+            _scratch: None,
             core: floor,
+            replicas: Vec::new(),
             edges: Vec::new(),
             signer: Signer::hs256(secret.as_bytes())?,
             secret,
@@ -234,7 +323,9 @@ impl System {
 
     /// Every server process, core first.
     pub fn procs(&self) -> impl Iterator<Item = &Proc> {
-        std::iter::once(&self.core).chain(&self.edges)
+        std::iter::once(&self.core)
+            .chain(&self.replicas)
+            .chain(&self.edges)
     }
 
     /// The usage of every server process, core first.
