@@ -321,19 +321,29 @@ impl System {
             .expect("HS256 signs")
     }
 
-    /// Every server process, core first.
+    /// Every server process as [`System::usage`] reports them: core-svc first (the
+    /// first replica standing for all), then each edge.
     pub fn procs(&self) -> impl Iterator<Item = &Proc> {
-        std::iter::once(&self.core)
-            .chain(&self.replicas)
-            .chain(&self.edges)
+        std::iter::once(&self.core).chain(&self.edges)
     }
 
-    /// The usage of every server process, core first.
+    /// The usage of every server process: core-svc first (every replica's added
+    /// up), then each edge.
     ///
     /// # Errors
     /// When one of them is gone.
     pub fn usage(&self) -> anyhow::Result<Vec<Usage>> {
-        self.procs().map(Proc::usage).collect()
+        let mut core = self.core.usage()?;
+        for replica in &self.replicas {
+            let u = replica.usage()?;
+            core.cpu_secs += u.cpu_secs;
+            core.rss_bytes += u.rss_bytes;
+        }
+        let mut all = vec![core];
+        for edge in &self.edges {
+            all.push(edge.usage()?);
+        }
+        Ok(all)
     }
 
     /// The address of the edges (one port, however many share it), or the floor's.

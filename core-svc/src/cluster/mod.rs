@@ -49,8 +49,10 @@ use crate::store::{Effects, Store};
 use peers::Peers;
 use wire::cpb;
 
-/// How often the positions received here go to the other replicas.
-pub const POSITIONS_EVERY: Duration = Duration::from_millis(50);
+/// How often the positions received here go to the other replicas: a rider whose
+/// driver pings another replica waits half of it on average (measured: 50 ms put
+/// about 30 ms on the median position), for a hundred messages a second.
+pub const POSITIONS_EVERY: Duration = Duration::from_millis(10);
 /// How often a replica says it is there, with the number of its last commit.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// Commits waiting to be sent; past it one is dropped (and the others notice).
