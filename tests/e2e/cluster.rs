@@ -415,3 +415,50 @@ async fn apps_on_two_edges_of_two_replicas_see_every_frame_once_in_both_dialects
     one.stop().await;
     two.stop().await;
 }
+
+#[tokio::test]
+async fn a_driver_is_seen_by_every_replica_and_goes_silent_once() {
+    let Some((_db, one, two)) = two_replicas(&["--driver-stale-after", "1s"]).await else {
+        return;
+    };
+    let mut admins = two
+        .as_(Role::Admin, "ops")
+        .await
+        .subscribe(&["admins"])
+        .await;
+    let mut driver_one = one.as_(Role::Driver, "45").await;
+    driver_one
+        .driver_online("45", "car", PICKUP.0, PICKUP.1)
+        .await;
+    assert_eq!(admins.take(1).await, ["admins driver_status 45 available"]);
+
+    // Pinging replica one only, for twice the limit: replica two hears the
+    // positions too, so neither takes the driver for silent.
+    let pinging = tokio::spawn({
+        let mut driver = driver_one.clone();
+        async move {
+            for _ in 0..8 {
+                driver.move_driver("45", PICKUP.0, PICKUP.1).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        }
+    });
+    let early = tokio::time::timeout(std::time::Duration::from_secs(2), admins.0.message()).await;
+    assert!(early.is_err(), "nothing while the driver pings: {early:?}");
+    pinging.await.unwrap();
+
+    // Silent now: both replicas sweep, and the admins hear it once.
+    assert_eq!(admins.take(1).await, ["admins driver_status 45 offline"]);
+    let again = tokio::time::timeout(std::time::Duration::from_secs(2), admins.0.message()).await;
+    assert!(again.is_err(), "once: {again:?}");
+    // A position through replica two brings it back, once.
+    two.as_(Role::Driver, "45")
+        .await
+        .move_driver("45", PICKUP.0, PICKUP.1)
+        .await
+        .unwrap();
+    assert_eq!(admins.take(1).await, ["admins driver_status 45 available"]);
+    admins.assert_quiet().await;
+    one.stop().await;
+    two.stop().await;
+}
