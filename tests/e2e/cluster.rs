@@ -169,7 +169,7 @@ async fn of_fifty_accepts_spread_over_two_replicas_exactly_one_wins() {
 }
 
 #[tokio::test]
-async fn a_replica_cut_off_from_the_database_leaves_its_pending_bookings_to_another() {
+async fn a_replica_cut_off_from_the_database_leaves_its_pending_bookings_to_another_and_recovers() {
     let Some((db, nats)) = Db::cluster().await else {
         return;
     };
@@ -208,7 +208,12 @@ async fn a_replica_cut_off_from_the_database_leaves_its_pending_bookings_to_anot
         summary(&expired),
         format!("user_12_bookings booking_changed #{id} pending->expired")
     );
+    // Meanwhile replica one says NOT_SERVING, and a write to it changes nothing.
+    until_serving(&one, false).await;
+    let refused = service.book("12", "car").await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     relay.up();
+    until_serving(&one, true).await;
     let booking = two
         .as_(Role::Service, "backend")
         .await
@@ -219,6 +224,14 @@ async fn a_replica_cut_off_from_the_database_leaves_its_pending_bookings_to_anot
     // Replica one, back, finds it settled: expired once.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     events.assert_quiet().await;
+    // And takes writes again.
+    let later = service.book("12", "car").await.unwrap().id;
+    assert_eq!(
+        events.take(1).await,
+        [format!(
+            "user_12_bookings booking_changed #{later} unspecified->pending"
+        )]
+    );
     one.stop().await;
     two.stop().await;
 }
