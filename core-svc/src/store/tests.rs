@@ -161,7 +161,26 @@ on_every_store!(
     snapshots_show_open_offers_bookings_in_progress_and_recent_ends,
     accepting_one_booking_closes_the_drivers_other_offers,
     each_pending_booking_is_leased_to_one_replica_until_its_lease_lapses,
+    topic_states_are_read_in_the_order_asked,
 );
+
+async fn topic_states_are_read_in_the_order_asked(fx: Fixture) {
+    let store = fx.store.clone();
+    store.create_booking(new_booking(), vec![]).await.unwrap();
+    store.create_booking(new_booking(), vec![]).await.unwrap();
+    let names = ["user_12_bookings", "nobody_reads_this", "admins"];
+    let states = store
+        .topic_states(names.iter().map(|n| n.to_string()).collect())
+        .await
+        .unwrap();
+    let mut one_by_one = Vec::new();
+    for name in names {
+        one_by_one.push(store.topic_state(name.into()).await.unwrap());
+    }
+    assert_eq!(states, one_by_one);
+    assert_eq!(states[0].last_seq, 2);
+    assert_eq!(states[1], TopicState::default());
+}
 
 async fn each_pending_booking_is_leased_to_one_replica_until_its_lease_lapses(fx: Fixture) {
     let (one, two) = (fx.store.clone(), fx.another().await.0);

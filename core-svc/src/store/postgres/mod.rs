@@ -284,6 +284,10 @@ impl Store for Postgres {
         queries::topic_state(&self.0.run.client().await?, &topic).await
     }
 
+    async fn topic_states(&self, topics: Vec<String>) -> Result<Vec<TopicState>, Error> {
+        queries::topic_states(&self.0.run.client().await?, &topics).await
+    }
+
     async fn topic_snapshot(&self, topic: Topic) -> Result<(TopicState, TopicSnapshot), Error> {
         // One REPEATABLE READ transaction: the snapshot is exactly the state at
         // the head returned with it.

@@ -199,6 +199,33 @@ pub async fn topic_state(c: &impl GenericClient, topic: &str) -> Result<TopicSta
     })
 }
 
+/// The bounds of each of `topics`, in their order, in one query (a sequenced
+/// hub reads the heads of every topic that gains its first subscriber, thousands
+/// at once in a reconnect storm).
+pub async fn topic_states(
+    c: &impl GenericClient,
+    topics: &[String],
+) -> Result<Vec<TopicState>, Error> {
+    let rows = query(
+        c,
+        "SELECT name, last_seq, pruned_seq FROM topics WHERE name = ANY($1)",
+        &[&topics],
+    )
+    .await?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let state = TopicState {
+            last_seq: row.try_get::<_, i64>(1)? as u64,
+            pruned_seq: row.try_get::<_, i64>(2)? as u64,
+        };
+        found.insert(row.try_get::<_, String>(0)?, state);
+    }
+    Ok(topics
+        .iter()
+        .map(|t| found.get(t).copied().unwrap_or_default())
+        .collect())
+}
+
 /// What an app reading `topic` is shown on connecting, oldest first.
 pub async fn snapshot(
     c: &impl GenericClient,
