@@ -95,12 +95,12 @@ impl TopicEntry {
         if !self.seq.started() {
             return;
         }
-        let head = self.seq.head();
+        // Only a sequenced topic has waiters (see `Hub::reached`); a started one
+        // has a head.
+        let head = self.seq.head().unwrap_or(0);
         let (done, waiting) = std::mem::take(&mut self.waiters)
             .into_iter()
-            .partition(|(at, _)| {
-                self.seq.order() == Order::Committed || head.is_some_and(|h| h >= *at)
-            });
+            .partition(|(at, _)| head >= *at);
         self.waiters = waiting;
         for (_, waiter) in done {
             let _ = waiter.send(());
@@ -423,9 +423,8 @@ impl Hub {
             entry.recheck = false;
             let out = entry.seq.start(head, Instant::now());
             entry.deliver(out);
-            if entry.seq.gap_due(GAP_GRACE).is_some() {
-                inner.work.insert(topic.to_owned());
-            }
+            // A gap this opens is found by the next `Hub::work`: a topic handed
+            // out stays in the work set until then.
         }
     }
 

@@ -86,10 +86,6 @@ impl Sequence {
         self.head
     }
 
-    pub fn order(&self) -> Order {
-        self.order
-    }
-
     fn advance(&mut self, seq: u64) {
         if self.head.is_none_or(|h| seq > h) {
             self.head = Some(seq);
