@@ -118,14 +118,22 @@ pub async fn run(up: Up) -> anyhow::Result<()> {
     } else {
         1
     };
+    // Every edge attaches to every replica (an attachment starts on replica i mod
+    // n), and each edge's list starts elsewhere, so that the edges' first choices
+    // (recover-mode apps) are spread too.
+    let attachments = replicas.max(2).to_string();
     let mut ws = up.ws_addr;
-    for _ in 0..edges {
+    for e in 0..edges {
+        let mut list = core_urls.clone();
+        list.rotate_left(e % replicas);
         let config = <ws_edge::Config as Parser>::try_parse_from([
             "ws-edge".to_owned(),
             "--listen".into(),
             ws.to_string(),
             "--core-url".into(),
-            core_urls.join(","),
+            list.join(","),
+            "--attachments".into(),
+            attachments.clone(),
             "--jwt-secret".into(),
             secret.clone(),
         ])?;
