@@ -27,7 +27,8 @@ const DRIVER: &str = "/driver/ws/bookings/";
 enum Failure {
     /// core-svc shuts down.
     Stop,
-    /// The network path to it breaks; it carries on for others.
+    /// The network path to it breaks and stays broken (new connections fail
+    /// too); it carries on for others.
     Cut,
 }
 
@@ -150,7 +151,7 @@ async fn the_replica_going_away_mid_trip(db: Db, failure: Failure) {
             None
         }
         Failure::Cut => {
-            to_a.cut();
+            to_a.down();
             Some(a)
         }
     };

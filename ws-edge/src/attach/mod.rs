@@ -19,9 +19,9 @@
 //! - [`Membership`]: a session's place in the registries, and its
 //!   [`Inbox`]; dropping it leaves every topic.
 //! - [`relay`]: the drivers' positions from the sockets, up one
-//!   `RelayDriverLocations` stream per attachment (on its connections, moving to
-//!   the next replica as the link does); a driver always goes to the same one (by
-//!   a hash of its id).
+//!   `RelayDriverLocations` stream per attachment (on its connections; it starts
+//!   on the link's replica and moves through them on its own when its stream
+//!   fails); a driver always goes to the same one (by a hash of its id).
 //!
 //! # Data flow
 //! ```text

@@ -10,8 +10,8 @@
 //! batch, in order, with its refusals, and each refusal becomes an `error` frame
 //! in that driver's session's inbox. When the stream breaks, the sessions whose
 //! positions were in flight are told they were not recorded; what waits stays,
-//! and goes once the stream is open again, on the next replica (as the
-//! attachments move: [`Rotation`]).
+//! and goes once the stream is open again, on the next replica (a [`Rotation`]
+//! of its own, starting where its attachment's link starts).
 //!
 //! Bounds: one waiting position per driver (so at most the drivers connected),
 //! and [`IN_FLIGHT`] × [`MAX_BATCH`] in flight.
