@@ -12,6 +12,7 @@
 //! # Layout
 //! - [`config`]: flags and environment variables.
 //! - [`server`]: [`run`] serves HTTP: the WebSocket routes, `/healthz`, `/readyz`.
+//! - [`ops`]: the operations page at `/ops/`, its files built into the binary.
 //! - [`accept`]: the accept loop: handshake deadline, header limit, connection limit.
 //! - [`admission`]: the connection slots and the per-principal WebSocket cap.
 //! - [`route`]: the route table (path → dialect, allowed roles, topics).
@@ -49,6 +50,7 @@ pub mod config;
 pub mod dialect;
 pub mod handshake;
 pub mod inbox;
+pub mod ops;
 pub mod outbox;
 pub mod resume;
 pub mod route;

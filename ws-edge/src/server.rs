@@ -1,6 +1,7 @@
-//! The HTTP side: WebSocket routes (checked before the upgrade), `/healthz` (the
-//! process is up) and `/readyz` (every attachment is up, on whichever replica, and
-//! some core-svc replica answers its health check).
+//! The HTTP side: WebSocket routes (checked before the upgrade; a plain GET with a
+//! good token gets 426), `/healthz` (the process is up), `/readyz` (every
+//! attachment is up, on whichever replica, and some core-svc replica answers its
+//! health check) and the operations page under `/ops/` ([`crate::ops`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use crate::resume;
 use crate::route::Route;
 use crate::session::{self, Recover, Session, Settings, Source};
 use crate::upstream::{Credential, Feed, Upstream};
-use crate::{accept, handshake};
+use crate::{accept, handshake, ops};
 
 /// tungstenite's read buffer is 128 KiB by default, allocated for every connection.
 /// Apps send a few small JSON frames (a GPS position is under 100 bytes); a bigger
@@ -137,6 +138,7 @@ pub async fn run(
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(ops::routes())
         .fallback(upgrade)
         .with_state(edge.clone());
     let max_connections = match config.max_connections {
@@ -234,6 +236,22 @@ async fn source(
     }
 }
 
+/// A plain GET of a route with a good token (the operations page asks so before
+/// opening its socket, as a browser's WebSocket cannot read a refusal's status):
+/// 426, so that only a refusal is a 4xx other than this.
+fn not_an_upgrade(principal: &Principal) -> Response {
+    let message = format!(
+        "this {} token may connect here: open it as a WebSocket (Upgrade: websocket)\n",
+        principal.role.as_str()
+    );
+    (
+        StatusCode::UPGRADE_REQUIRED,
+        [(axum::http::header::UPGRADE, "websocket")],
+        message,
+    )
+        .into_response()
+}
+
 fn unavailable() -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
@@ -265,6 +283,9 @@ async fn upgrade(
     };
     let ws = match ws {
         Ok(ws) => ws,
+        Err(WebSocketUpgradeRejection::InvalidConnectionHeader(_)) => {
+            return not_an_upgrade(&principal);
+        }
         Err(rejection) => return rejection.into_response(),
     };
     let Some(hold) = edge.caps.hold(admission::key(&principal)) else {

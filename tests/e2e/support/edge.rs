@@ -29,6 +29,11 @@ pub async fn spawn_edge(core: SocketAddr, extra: &[&str]) -> Edge {
 /// Starts ws-edge for the core-svc replicas at `cores`, in that order (one
 /// `--core-url` list), with extra flags.
 pub async fn spawn_edge_on(cores: &[SocketAddr], extra: &[&str]) -> Edge {
+    spawn_edge_at("127.0.0.1:0".parse().unwrap(), cores, extra).await
+}
+
+/// Starts ws-edge listening on `listen` (to start one again where another was).
+pub async fn spawn_edge_at(listen: SocketAddr, cores: &[SocketAddr], extra: &[&str]) -> Edge {
     let core_url = cores
         .iter()
         .map(|core| format!("http://{core}"))
@@ -40,12 +45,7 @@ pub async fn spawn_edge_on(cores: &[SocketAddr], extra: &[&str]) -> Edge {
     }
     args.extend_from_slice(extra);
     let config = <ws_edge::Config as clap::Parser>::try_parse_from(args).unwrap();
-    let listener = ws_edge::server::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        false,
-        config.socket_send_buffer(),
-    )
-    .unwrap();
+    let listener = ws_edge::server::bind(listen, false, config.socket_send_buffer()).unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(ws_edge::run(config, listener, shutdown.clone()));
@@ -103,18 +103,54 @@ impl Edge {
 
     /// A plain HTTP GET on the edge's port: status and body.
     pub async fn get(&self, path: &str) -> (u16, String) {
+        let answer = self.request(path, &[]).await;
+        (answer.status, answer.body)
+    }
+
+    /// A plain HTTP GET on the edge's port with extra request headers.
+    pub async fn request(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut tcp = TcpStream::connect(self.addr).await.unwrap();
-        let req = format!("GET {path} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n");
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
+        req.push_str("\r\n");
         tcp.write_all(req.as_bytes()).await.unwrap();
         let mut raw = String::new();
         tokio::time::timeout(PATIENCE, tcp.read_to_string(&mut raw))
             .await
             .unwrap()
             .unwrap();
-        let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-        (status, body)
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let mut lines = head.lines();
+        let status = lines.next().unwrap().split_whitespace().nth(1).unwrap();
+        Answer {
+            status: status.parse().unwrap(),
+            headers: lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                .collect(),
+            body: body.to_owned(),
+        }
+    }
+}
+
+/// A plain HTTP answer: status, headers (names in lower case) and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    /// The value of header `name` (lower case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod db;
 pub mod edge;
 pub mod proxy;
+pub mod tools;
 
 pub use db::Db;
 
