@@ -29,6 +29,7 @@ use super::{Core, principal};
 use crate::cursor::{self, Refusal};
 use crate::error::Error;
 use crate::hub::{EPHEMERAL_SPAN, Next, Subscription};
+use crate::live;
 use crate::model::timestamp;
 use crate::store::{TopicSnapshot, TopicState};
 
@@ -75,6 +76,7 @@ fn snapshot_pb(topic: &Topic, snap: &TopicSnapshot) -> pb::Snapshot {
                 distance_m: *distance_m,
             })
             .collect(),
+        drivers: Vec::new(),
     }
 }
 
@@ -107,7 +109,23 @@ impl Core {
         topic: &Topic,
         snapshot: bool,
     ) -> Result<(TopicState, Option<pb::Snapshot>), Error> {
-        if snapshot {
+        if snapshot && *topic == Topic::Fleet {
+            // Positions are ephemeral: every one after this read follows it live.
+            let state = self.store.topic_state(topic.to_string()).await?;
+            let mut drivers = self.registry.all();
+            drivers.sort_unstable_by(|a, b| a.0.id.as_str().cmp(b.0.id.as_str()));
+            let drivers = drivers
+                .iter()
+                .map(|(d, l, unseen)| live::fleet_pb(d, l.as_ref(), *unseen))
+                .collect();
+            Ok((
+                state,
+                Some(pb::Snapshot {
+                    drivers,
+                    ..Default::default()
+                }),
+            ))
+        } else if snapshot {
             let (state, snap) = self.store.topic_snapshot(topic.clone()).await?;
             Ok((state, Some(snapshot_pb(topic, &snap))))
         } else {

@@ -268,7 +268,8 @@ pub async fn snapshot(
                 .map(|r| Ok((rows::booking(r)?, r.try_get::<_, f64>(distance)?)))
                 .collect::<Result<_, Error>>()?;
         }
-        Topic::Admins => {}
+        // The fleet's drivers come from the registry (api::events), not the store.
+        Topic::Admins | Topic::Fleet => {}
     }
     snap.bookings.reverse();
     snap.offers.reverse();

@@ -208,7 +208,8 @@ pub fn snapshot(conn: &Connection, topic: &Topic, now: SystemTime) -> Result<Top
                 })?
                 .collect::<Result<_, _>>()?;
         }
-        Topic::Admins => {}
+        // The fleet's drivers come from the registry (api::events), not the store.
+        Topic::Admins | Topic::Fleet => {}
     }
     snap.bookings.reverse();
     snap.offers.reverse();
