@@ -76,7 +76,7 @@ async fn an_admin_watches_every_driver_move(db: Db) {
         json!({"user_id": "", "type": "fleet_snapshot", "payload": {"drivers": [
             driver("45", "Available", "car", PICKUP, ""),
             driver("46", "Available", "bike", (37.78, -122.41), ""),
-        ]}})
+        ], "bookings": []}})
     );
 
     // A third driver registers, then reports a position. Its status comes on
@@ -116,6 +116,24 @@ async fn an_admin_watches_every_driver_move(db: Db) {
         json!({"user_id": "", "type": "driver_position", "payload": driver("46", "Available", "bike", (37.781, -122.411), "")})
     );
     plain.assert_quiet().await;
+
+    // A console connecting now also gets the bookings in progress, oldest first;
+    // ended ones are not listed.
+    let done = service.book("13", "bike").await.unwrap().id;
+    service.cancel(done, "changed my mind").await.unwrap();
+    let waiting = service.book("14", "van").await.unwrap().id;
+    let mut late = edge
+        .connect_with("/ws", &token(Role::Admin, "ops"), "&fleet=1")
+        .await;
+    let snapshot = late.next().await;
+    assert_eq!(
+        snapshot["payload"]["bookings"],
+        json!([
+            {"booking_id": booking.to_string(), "status": "Accepted"},
+            {"booking_id": waiting.to_string(), "status": "Pending"},
+        ])
+    );
+    assert_eq!(snapshot["payload"]["drivers"].as_array().unwrap().len(), 3);
     edge.stop().await;
     core.stop().await;
 }

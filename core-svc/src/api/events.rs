@@ -109,25 +109,20 @@ impl Core {
         topic: &Topic,
         snapshot: bool,
     ) -> Result<(TopicState, Option<pb::Snapshot>), Error> {
-        if snapshot && *topic == Topic::Fleet {
-            // Positions are ephemeral: every one after this read follows it live.
-            let state = self.store.topic_state(topic.to_string()).await?;
-            let mut drivers = self.registry.all();
-            drivers.sort_unstable_by(|a, b| a.0.id.as_str().cmp(b.0.id.as_str()));
-            let drivers = drivers
-                .iter()
-                .map(|(d, l, unseen)| live::fleet_pb(d, l.as_ref(), *unseen))
-                .collect();
-            Ok((
-                state,
-                Some(pb::Snapshot {
-                    drivers,
-                    ..Default::default()
-                }),
-            ))
-        } else if snapshot {
+        if snapshot {
             let (state, snap) = self.store.topic_snapshot(topic.clone()).await?;
-            Ok((state, Some(snapshot_pb(topic, &snap))))
+            let mut snap = snapshot_pb(topic, &snap);
+            if *topic == Topic::Fleet {
+                // Read after the topic's state: positions are ephemeral, and every one
+                // recorded after this read follows it live.
+                let mut drivers = self.registry.all();
+                drivers.sort_unstable_by(|a, b| a.0.id.as_str().cmp(b.0.id.as_str()));
+                snap.drivers = drivers
+                    .iter()
+                    .map(|(d, l, unseen)| live::fleet_pb(d, l.as_ref(), *unseen))
+                    .collect();
+            }
+            Ok((state, Some(snap)))
         } else {
             Ok((self.store.topic_state(topic.to_string()).await?, None))
         }

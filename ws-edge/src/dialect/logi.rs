@@ -42,10 +42,13 @@ fn driver_position(p: &pb::DriverPosition) -> Value {
     })
 }
 
-/// The one frame that brings an operations console up to date with the fleet.
+/// The one frame that brings an operations console up to date with the fleet:
+/// every driver, and the bookings in progress as `status_update` payloads.
 pub fn fleet_snapshot(snap: &pb::Snapshot, audience: &Audience) -> Value {
     let drivers: Vec<Value> = snap.drivers.iter().map(driver_position).collect();
-    json!({"user_id": recipient(audience), "type": "fleet_snapshot", "payload": {"drivers": drivers}})
+    let bookings: Vec<Value> = snap.bookings.iter().map(status_update).collect();
+    json!({"user_id": recipient(audience), "type": "fleet_snapshot",
+           "payload": {"drivers": drivers, "bookings": bookings}})
 }
 
 fn status_update(b: &pb::Booking) -> Value {

@@ -15,8 +15,8 @@ use crate::error::Error;
 use crate::model::{Booking, BookingId, Driver, GeoPoint, from_millis, to_millis};
 use crate::store::lease;
 use crate::store::{
-    BOOKING_COLUMNS, BookingQuery, DriverRecord, PendingBooking, SNAPSHOT_ENDED_WITHIN,
-    SNAPSHOT_LIMIT, TopicSnapshot, TopicState, log, records,
+    BOOKING_COLUMNS, BookingQuery, DriverRecord, FLEET_SNAPSHOT_BOOKINGS, PendingBooking,
+    SNAPSHOT_ENDED_WITHIN, SNAPSHOT_LIMIT, TopicSnapshot, TopicState, log, records,
 };
 
 async fn query(
@@ -269,7 +269,15 @@ pub async fn snapshot(
                 .collect::<Result<_, Error>>()?;
         }
         // The fleet's drivers come from the registry (api::events), not the store.
-        Topic::Admins | Topic::Fleet => {}
+        Topic::Fleet => {
+            let sql = format!(
+                "SELECT {BOOKING_COLUMNS} FROM bookings WHERE status IN ('pending', 'accepted', 'on_trip')
+                 ORDER BY id DESC LIMIT $1"
+            );
+            let rows = query(c, &sql, &[&(FLEET_SNAPSHOT_BOOKINGS as i64)]).await?;
+            snap.bookings = bookings_of(&rows)?;
+        }
+        Topic::Admins => {}
     }
     snap.bookings.reverse();
     snap.offers.reverse();
