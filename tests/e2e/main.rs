@@ -27,3 +27,4 @@ mod edge_public_key;
 mod edge_recover;
 mod edge_resilience;
 mod fleet;
+mod readme_grpcurl;

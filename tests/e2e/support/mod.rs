@@ -5,6 +5,8 @@
 pub mod db;
 pub mod edge;
 pub mod proxy;
+pub mod readme;
+pub mod tools;
 
 pub use db::Db;
 
