@@ -17,7 +17,7 @@ pub enum Dialect {
 impl Dialect {
     /// Every other app speaks channels, the rest logi.
     pub fn of(index: usize) -> Self {
-        if index % 2 == 0 {
+        if index.is_multiple_of(2) {
             Self::Channels
         } else {
             Self::Logi
