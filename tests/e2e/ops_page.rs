@@ -115,6 +115,14 @@ async fn a_plain_get_of_ws_answers_as_the_handshake_would() {
             "a service token may not use /ws: it is for user, driver or admin tokens\n".to_owned()
         )
     );
+    assert_eq!(
+        edge.get(&format!("/ws?token={}&fleet=1", token(Role::User, "12")))
+            .await,
+        (
+            403,
+            "fleet=1 is for admin tokens on /ws: this is a user token\n".to_owned()
+        )
+    );
     let good = edge
         .request(&format!("/ws?token={}&fleet=1", token(Role::Admin, "ops")), &[])
         .await;

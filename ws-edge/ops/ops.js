@@ -127,17 +127,17 @@
       askForToken(`Token refused: ${reason}. Paste a fresh admin token.`);
       return;
     }
+    const role = claims(token)?.role;
+    if ((status === 403 || status === 426) && role !== 'admin') {
+      askForToken(`Not an admin token: this is a ${role || 'role-less'} token. The operations page needs an admin token.`);
+      return;
+    }
     if (status === 403) {
       askForToken(`Token refused: ${reason}.`);
       return;
     }
     if (status !== 426) {
       retry(reason || `the edge answered HTTP ${status}`);
-      return;
-    }
-    const role = claims(token)?.role;
-    if (role !== 'admin') {
-      askForToken(`Not an admin token: this is a ${role || 'role-less'} token. The operations page needs an admin token.`);
       return;
     }
     open(path);
@@ -211,10 +211,13 @@
     const p = frame.payload || {};
     switch (frame.type) {
       case 'fleet_snapshot':
-        // A (re)connection's snapshot replaces what the page knew of drivers.
+        // A (re)connection's snapshot replaces what the page knew of drivers,
+        // and brings the bookings in progress up to date. Bookings that ended
+        // stay as the page last saw them.
         state.drivers = new Map();
         for (const d of p.drivers || []) state.drivers.set(String(d.driver_id), driver(d));
-        addEvent(`Fleet snapshot: ${state.drivers.size} drivers`, 'ok');
+        for (const b of p.bookings || []) booking(String(b.booking_id), b.status);
+        addEvent(`Snapshot: ${state.drivers.size.toLocaleString()} drivers, ${(p.bookings || []).length.toLocaleString()} bookings in progress`, 'ok');
         touchDrivers();
         break;
       case 'driver_position':
