@@ -156,7 +156,8 @@ const commands = {
     return seen.message;
   },
   async screenshot(path) {
-    await main.screenshot({ path });
+    // Highlights of rows that just changed are finished first.
+    await main.screenshot({ path, animations: 'disabled' });
     return path;
   },
   async quit() {

@@ -42,7 +42,10 @@ async fn the_page_is_served_from_the_binary() {
 
     let page = edge.request("/ops/", &[]).await;
     assert_eq!(page.status, 200);
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     assert_eq!(page.header("cache-control"), Some("no-cache"));
     assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
     assert!(
@@ -51,7 +54,10 @@ async fn the_page_is_served_from_the_binary() {
             .contains("script-src 'self'")
     );
     assert!(page.body.contains("<title>Logi · Operations</title>"));
-    assert!(page.body.contains(r#"<script src="ops.js" defer></script>"#));
+    assert!(
+        page.body
+            .contains(r#"<script src="ops.js" defer></script>"#)
+    );
 
     for (path, content_type) in [
         ("/ops/ops.js", "text/javascript; charset=utf-8"),
@@ -65,12 +71,7 @@ async fn the_page_is_served_from_the_binary() {
         );
         assert!(!file.body.is_empty(), "{path}");
     }
-    assert!(
-        edge.get("/ops/ops.js")
-            .await
-            .1
-            .contains("window.opsState")
-    );
+    assert!(edge.get("/ops/ops.js").await.1.contains("window.opsState"));
 
     // A browser revalidates and gets no body when nothing changed.
     let etag = page.header("etag").unwrap().to_owned();
@@ -124,7 +125,10 @@ async fn a_plain_get_of_ws_answers_as_the_handshake_would() {
         )
     );
     let good = edge
-        .request(&format!("/ws?token={}&fleet=1", token(Role::Admin, "ops")), &[])
+        .request(
+            &format!("/ws?token={}&fleet=1", token(Role::Admin, "ops")),
+            &[],
+        )
         .await;
     assert_eq!(
         (good.status, good.header("upgrade"), good.body.as_str()),
@@ -267,7 +271,8 @@ async fn the_page_in_a_browser_shows_the_fleet_and_a_trip() {
     ))
     .await;
 
-    page.run(&format!("open {}", token(Role::Admin, "ops"))).await;
+    page.run(&format!("open {}", token(Role::Admin, "ops")))
+        .await;
 
     let mut service = core.as_(Role::Service, "backend").await;
     for (driver, lat, lon) in FLEET {

@@ -401,7 +401,7 @@
   // view eases toward the drivers' bounds, so it does not jump as they move.
   const canvas = $('map');
   const ctx = canvas.getContext('2d');
-  const MARGIN = { left: 62, right: 12, top: 12, bottom: 30 };
+  const MARGIN = { left: 76, right: 12, top: 12, bottom: 40 };
   const MIN_SPAN_DEG = 0.01;
   let view = null; // {lat, lon, span}: centre and the latitude span shown
   let plot = null; // what the last draw used, for projecting points
@@ -515,12 +515,11 @@
       ctx.fillText(`${lon.toFixed(decimals(lonStep))}°`, px, MARGIN.top + h + 6);
     }
     ctx.save();
-    ctx.translate(14, MARGIN.top + h / 2);
+    ctx.translate(10, MARGIN.top + h / 2);
     ctx.rotate(-Math.PI / 2);
     ctx.fillText('latitude', 0, -6);
     ctx.restore();
-    ctx.textAlign = 'left';
-    ctx.fillText('longitude', MARGIN.left, MARGIN.top + h + 18);
+    ctx.fillText('longitude', MARGIN.left + w / 2, MARGIN.top + h + 22);
 
     // Drivers: one path per status; offline under the others.
     ctx.save();
@@ -544,6 +543,16 @@
         ctx.strokeStyle = '#ffffff';
         ctx.lineWidth = 1.5;
         ctx.stroke();
+      }
+    }
+    // A small fleet is labelled, so a driver can be found by its id.
+    if (state.drivers.size <= 40) {
+      ctx.font = '11px system-ui, sans-serif';
+      ctx.fillStyle = '#475569';
+      ctx.textAlign = 'left';
+      ctx.textBaseline = 'middle';
+      for (const [id, d] of state.drivers) {
+        if (d.latitude !== null) ctx.fillText(id, x(d.longitude) + r + 4, y(d.latitude));
       }
     }
     ctx.restore();

@@ -69,7 +69,10 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/ops", get(|| async { Redirect::permanent("/ops/") }))
-        .route("/ops/", get(|h: HeaderMap| async move { serve(&INDEX, &h) }))
+        .route(
+            "/ops/",
+            get(|h: HeaderMap| async move { serve(&INDEX, &h) }),
+        )
         .route(
             "/ops/ops.js",
             get(|h: HeaderMap| async move { serve(&SCRIPT, &h) }),
@@ -88,12 +91,24 @@ fn serve(asset: &'static Asset, request: &HeaderMap) -> Response {
         .flat_map(|v| v.split(','))
         .any(|tag| tag.trim() == asset.etag || tag.trim() == "*");
     let headers = [
-        (header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type)),
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(asset.content_type),
+        ),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         (header::ETAG, HeaderValue::from_static(asset.etag)),
-        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)),
-        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
     ];
     if fresh {
         (StatusCode::NOT_MODIFIED, headers).into_response()

@@ -29,7 +29,9 @@ fn locate(name: &str) -> Option<PathBuf> {
 fn missing(test: &str, names: &[&str], script: &str) {
     let names = names.join(", ");
     if std::env::var(REQUIRED).is_ok_and(|v| v == "1") {
-        panic!("{test} needs {names}: run `{script}` ({REQUIRED}=1 makes a missing tool a failure)");
+        panic!(
+            "{test} needs {names}: run `{script}` ({REQUIRED}=1 makes a missing tool a failure)"
+        );
     }
     use std::io::Write;
     let _ = writeln!(
