@@ -11,7 +11,8 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment variables.
-//! - [`server`]: [`run`] serves HTTP: the WebSocket routes, `/healthz`, `/readyz`.
+//! - [`server`]: [`run`] serves HTTP: the WebSocket routes, `/healthz`, `/readyz`,
+//!   `/metrics`.
 //! - [`accept`]: the accept loop: handshake deadline, header limit, connection limit.
 //! - [`admission`]: the connection slots and the per-principal WebSocket cap.
 //! - [`route`]: the route table (path → dialect, allowed roles, topics).
@@ -32,6 +33,7 @@
 //!   one flush each.
 //! - [`close`]: the close codes, and the one place a gRPC status becomes a close
 //!   code or an error frame.
+//! - [`metrics`]: the edge's Prometheus metrics, handles made once at start.
 //!
 //! # Data flow
 //! ```text
@@ -49,6 +51,7 @@ pub mod config;
 pub mod dialect;
 pub mod handshake;
 pub mod inbox;
+pub mod metrics;
 pub mod outbox;
 pub mod resume;
 pub mod route;
