@@ -34,6 +34,8 @@ pub fn token(role: Role, sub: &str) -> String {
 
 pub struct Core {
     pub addr: SocketAddr,
+    /// Where its `/metrics` is served.
+    pub metrics: SocketAddr,
     shutdown: CancellationToken,
     handle: JoinHandle<Result<(), core_svc::server::ServeError>>,
 }
@@ -45,18 +47,28 @@ pub async fn spawn_core(db: &Db, extra: &[&str]) -> Core {
 
 /// Starts core-svc on a given address (to restart one where it was).
 pub async fn spawn_core_on(addr: &str, db: &Db, extra: &[&str]) -> Core {
-    let mut args = vec!["core-svc", "--database", db.location()];
+    let mut args = vec![
+        "core-svc",
+        "--database",
+        db.location(),
+        "--grpc-addr",
+        addr,
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ];
     if !extra.contains(&"--jwt-public-key") {
         args.extend_from_slice(&["--jwt-secret", SECRET]);
     }
     args.extend_from_slice(extra);
     let config = <core_svc::Config as clap::Parser>::try_parse_from(args).unwrap();
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listeners = core_svc::server::Listeners::bind(&config).await.unwrap();
+    let addr = listeners.grpc.local_addr().unwrap();
+    let metrics = listeners.metrics.as_ref().unwrap().local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(core_svc::run(config, listener, shutdown.clone()));
+    let handle = tokio::spawn(core_svc::run(config, listeners, shutdown.clone()));
     Core {
         addr,
+        metrics,
         shutdown,
         handle,
     }
