@@ -26,3 +26,4 @@ mod edge_logi;
 mod edge_public_key;
 mod edge_recover;
 mod edge_resilience;
+mod metrics;

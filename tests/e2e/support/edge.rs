@@ -103,18 +103,7 @@ impl Edge {
 
     /// A plain HTTP GET on the edge's port: status and body.
     pub async fn get(&self, path: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut tcp = TcpStream::connect(self.addr).await.unwrap();
-        let req = format!("GET {path} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n");
-        tcp.write_all(req.as_bytes()).await.unwrap();
-        let mut raw = String::new();
-        tokio::time::timeout(PATIENCE, tcp.read_to_string(&mut raw))
-            .await
-            .unwrap()
-            .unwrap();
-        let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-        (status, body)
+        super::http_get(self.addr, path).await
     }
 }
 
