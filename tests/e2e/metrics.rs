@@ -175,6 +175,8 @@ async fn a_lifecycle_shows_in_both_processes_metrics(db: Db) {
             "# TYPE process_cpu_seconds_total counter",
         ],
     );
+    // The attachments sent batches, each sampling how far behind the edge was.
+    assert!(value(&core_text, "logi_attach_queued_events_count") >= 1.0);
     // Driver online, booking, accept, wrong OTP, start, complete: at least these.
     assert!(value(&core_text, "logi_store_writes_total") >= 6.0);
     assert_eq!(

@@ -207,6 +207,10 @@ fn serve(
             while reading.len() < MAX_STARTING && let Some((generation, ask)) = queued.pop_front() {
                 reading.push(read(core.clone(), generation, ask));
             }
+            if !batch.is_empty() {
+                // Sampled once per turn, not per event: how far behind the edge is.
+                core.metrics.attach_queued(sub.queued() + held);
+            }
             // A start may bring thousands at once: no batch is larger than MAX_BATCH.
             while !batch.is_empty() {
                 let rest = batch.split_off(batch.len().min(MAX_BATCH));

@@ -76,6 +76,7 @@ pub struct Metrics {
     batch: Histogram,
     commit: Histogram,
     lagged: [Counter; 2],
+    attach_queued: Histogram,
 }
 
 impl Default for Metrics {
@@ -142,6 +143,12 @@ impl Metrics {
             "Event streams ended with RESOURCE_EXHAUSTED for falling behind, by stream (subscribe, attach)",
             lagged.clone(),
         );
+        let attach_queued = Histogram::new(exponential_buckets(1.0, 4.0, 9));
+        registry.register(
+            "logi_attach_queued_events",
+            "Events waiting for an edge's attachment (queued or held while topics start), sampled as it sends: how far behind the edge is",
+            attach_queued.clone(),
+        );
         Self {
             rpcs: rpc::Rpcs::new(registry),
             dispatch: handles(
@@ -160,6 +167,7 @@ impl Metrics {
                 &lagged,
                 ["subscribe", "attach"].map(|stream| StreamLabel { stream }),
             ),
+            attach_queued,
         }
     }
 
@@ -177,6 +185,11 @@ impl Metrics {
 
     pub fn lagged(&self, stream: Lagged) {
         self.lagged[stream as usize].inc();
+    }
+
+    /// Events an attachment had waiting as it sent a batch.
+    pub fn attach_queued(&self, events: usize) {
+        self.attach_queued.observe(events as f64);
     }
 
     /// A commit of `writes` writes that took `took`; `ok`: it succeeded.

@@ -78,6 +78,24 @@ struct Method {
     labels: MethodLabels,
     codes: [OnceLock<Counter>; 17],
     latency: Histogram,
+    /// Where a code's counter is made the first time it is seen.
+    calls: Family<CallLabels, Counter>,
+}
+
+impl Method {
+    fn count(&self, code: Code, started: Instant) {
+        let index = (code as usize).min(CODES.len() - 1);
+        self.codes[index]
+            .get_or_init(|| {
+                self.calls.get_or_create_owned(&CallLabels {
+                    service: self.labels.service.clone(),
+                    method: self.labels.method.clone(),
+                    code: CODES[index],
+                })
+            })
+            .inc();
+        self.latency.observe(started.elapsed().as_secs_f64());
+    }
 }
 
 /// The calls' metrics, shared by every clone of the layer's service.
@@ -85,7 +103,6 @@ struct Method {
 pub struct Rpcs {
     methods: Arc<HashMap<String, Arc<Method>>>,
     other: Arc<Method>,
-    calls: Family<CallLabels, Counter>,
 }
 
 impl Rpcs {
@@ -113,6 +130,7 @@ impl Rpcs {
                 latency: latency.get_or_create_owned(&labels),
                 labels,
                 codes: Default::default(),
+                calls: calls.clone(),
             })
         };
         let mut methods = HashMap::new();
@@ -138,26 +156,11 @@ impl Rpcs {
         Self {
             methods: Arc::new(methods),
             other: method("other", "other"),
-            calls,
         }
     }
 
     fn method(&self, path: &str) -> &Arc<Method> {
         self.methods.get(path).unwrap_or(&self.other)
-    }
-
-    fn count(&self, method: &Method, code: Code, started: Instant) {
-        let index = (code as usize).min(CODES.len() - 1);
-        method.codes[index]
-            .get_or_init(|| {
-                self.calls.get_or_create_owned(&CallLabels {
-                    service: method.labels.service.clone(),
-                    method: method.labels.method.clone(),
-                    code: CODES[index],
-                })
-            })
-            .inc();
-        method.latency.observe(started.elapsed().as_secs_f64());
     }
 }
 
@@ -211,7 +214,6 @@ where
         let method = self.rpcs.method(req.uri().path()).clone();
         Counted {
             inner: self.inner.call(req),
-            rpcs: self.rpcs.clone(),
             method,
             started: Instant::now(),
         }
@@ -223,7 +225,6 @@ pin_project_lite::pin_project! {
     pub struct Counted<F> {
         #[pin]
         inner: F,
-        rpcs: Rpcs,
         method: Arc<Method>,
         started: Instant,
     }
@@ -242,7 +243,7 @@ where
             Ok(response) => code_of(response.headers()),
             Err(_) => Code::Unknown,
         };
-        this.rpcs.count(this.method, code, *this.started);
+        this.method.count(code, *this.started);
         Poll::Ready(result)
     }
 }
