@@ -237,7 +237,12 @@ fn print_banner(addrs: &Addrs, signer: &Signer, ttl: Duration) -> anyhow::Result
     for addr in &addrs.metrics {
         println!("  core-svc metrics  http://{addr}/metrics");
     }
-    println!("  ws-edge metrics   http://{ws_host}/metrics");
+    if edges > 1 {
+        // They share the port: a scrape reaches whichever takes the connection.
+        println!("  ws-edge metrics   http://{ws_host}/metrics   (one of the {edges} edges)");
+    } else {
+        println!("  ws-edge metrics   http://{ws_host}/metrics");
+    }
     println!();
     println!("Tokens, valid for {ttl_text}:");
     println!("  export RIDER_TOKEN={rider}   # user 12");

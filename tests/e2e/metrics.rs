@@ -73,7 +73,7 @@ async fn a_lifecycle_shows_in_both_processes_metrics(db: Db) {
     let mut driver = edge
         .connect("/driver/ws/available_bookings/", &token(Role::Driver, "45"))
         .await;
-    let mut admin = edge.connect("/ws", &token(Role::Admin, "ops")).await;
+    let admin = edge.connect("/ws", &token(Role::Admin, "ops")).await;
     let connected = scrape(edge.addr).await;
     assert_lines(
         &connected,

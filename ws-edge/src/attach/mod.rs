@@ -144,7 +144,9 @@ impl Attachments {
         let shards: Arc<[Arc<Shard>]> = (0..count)
             .map(|_| Arc::new(Shard::new(metrics.clone())))
             .collect();
-        let relays: Arc<[Arc<relay::Relay>]> = (0..count).map(|_| Arc::default()).collect();
+        let relays: Arc<[Arc<relay::Relay>]> = (0..count)
+            .map(|_| Arc::new(relay::Relay::new(metrics.clone())))
+            .collect();
         for (index, (shard, relay)) in shards.iter().zip(relays.iter()).enumerate() {
             let channels = upstream.connections();
             let link = link::Link {
