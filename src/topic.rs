@@ -11,6 +11,8 @@ use crate::id::{self, Id};
 
 /// The name of the topic every admin console reads.
 pub const ADMINS: &str = "admins";
+/// The name of the topic of every driver's position, for operations consoles.
+pub const FLEET: &str = "fleet";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Topic {
@@ -22,11 +24,13 @@ pub enum Topic {
     DriverBookings(Id),
     /// `admins`: driver status changes and every booking change.
     Admins,
+    /// `fleet`: every driver's position and status, for operations consoles.
+    Fleet,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown topic {0:?}: expected user_{{id}}_bookings, driver_{{id}}_available_bookings, driver_{{id}}_bookings or admins"
+    "unknown topic {0:?}: expected user_{{id}}_bookings, driver_{{id}}_available_bookings, driver_{{id}}_bookings, admins or fleet"
 )]
 pub struct TopicError(pub String);
 
@@ -35,8 +39,10 @@ impl Topic {
     /// [`TopicError`] when `name` is none of the four forms or its id is invalid.
     pub fn parse(name: &str) -> Result<Self, TopicError> {
         let bad = || TopicError(name.to_owned());
-        if name == ADMINS {
-            return Ok(Self::Admins);
+        match name {
+            ADMINS => return Ok(Self::Admins),
+            FLEET => return Ok(Self::Fleet),
+            _ => {}
         }
         let with_id =
             |id: &str, make: fn(Id) -> Topic| id::Id::new(id).map(make).map_err(|_| bad());
@@ -90,6 +96,7 @@ impl fmt::Display for Topic {
             Topic::DriverAvailable(id) => write!(f, "driver_{id}_available_bookings"),
             Topic::DriverBookings(id) => write!(f, "driver_{id}_bookings"),
             Topic::Admins => f.write_str(ADMINS),
+            Topic::Fleet => f.write_str(FLEET),
         }
     }
 }
@@ -109,6 +116,7 @@ mod tests {
             "driver_45_available_bookings",
             "driver_45_bookings",
             "admins",
+            "fleet",
         ] {
             assert_eq!(Topic::parse(name).unwrap().to_string(), name);
         }
@@ -149,5 +157,7 @@ mod tests {
         assert!(!offers.readable_by(&p(Role::Driver, "8")));
         assert!(!Topic::Admins.readable_by(&p(Role::Driver, "9")));
         assert!(Topic::Admins.readable_by(&p(Role::Admin, "ops")));
+        assert!(!Topic::Fleet.readable_by(&p(Role::User, "1")));
+        assert!(Topic::Fleet.readable_by(&p(Role::Admin, "ops")));
     }
 }

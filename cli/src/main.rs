@@ -9,9 +9,14 @@
 //!   the WebSocket port.
 //! - `logi token --role driver --sub 45 --ttl 1h` prints a token signed with the
 //!   configured secret (`LOGI_JWT_SECRET`, else `data/jwt-secret`).
+//! - `logi simulate` runs a moving demo fleet and riders booking against a running
+//!   system (`logi up --simulate` starts both), through the public interfaces only;
+//!   with `--check` it is a soak test.
+//! - `logi bench` runs load scenarios against the release binaries.
 
 mod bench;
 mod secret;
+mod simulate;
 mod up;
 
 use std::path::PathBuf;
@@ -26,7 +31,7 @@ use logi::auth::{Role, Signer};
 #[command(
     name = "logi",
     version,
-    about = "Logi realtime: run the system, mint tokens"
+    about = "Logi realtime: run the system, mint tokens, simulate a fleet"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,6 +46,8 @@ enum Command {
     Token(Token),
     /// Load scenarios against the real release binaries (see BENCHMARKS.md).
     Bench(bench::Bench),
+    /// A moving demo fleet and riders booking, against a running system.
+    Simulate(simulate::Args),
 }
 
 #[derive(clap::Args)]
@@ -75,6 +82,17 @@ fn main() -> ExitCode {
         Command::Up(up) => tokio::runtime::Runtime::new()
             .context("cannot start the runtime")
             .and_then(|rt| rt.block_on(up::run(up))),
+        Command::Simulate(args) => tokio::runtime::Runtime::new()
+            .context("cannot start the runtime")
+            .and_then(|rt| {
+                rt.block_on(async {
+                    // Warnings only: info lines would bury the live summary.
+                    logi::logging::init_at("warn");
+                    let stop = tokio_util::sync::CancellationToken::new();
+                    tokio::spawn(logi::shutdown::on_signal(stop.clone()));
+                    simulate::run(args, stop).await
+                })
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,9 @@
 //! talks over its real port exactly as in production, a JWT secret is generated
 //! and kept under the data folder unless `LOGI_JWT_SECRET` is set, the URLs and
 //! ready-to-use tokens are printed, and Ctrl-C (or any of them stopping) stops
-//! them all.
+//! them all. With `--simulate` it then runs `logi simulate` against the system in
+//! this process; Ctrl-C stops the simulation first (its drivers go offline),
+//! then the system.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +23,7 @@ use logi::auth::{Role, Signer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::secret;
+use crate::{secret, simulate};
 
 /// Edges in front of a cluster: enough that losing one shows, few enough for a laptop.
 const CLUSTER_EDGES: usize = 2;
@@ -62,6 +64,26 @@ pub struct Up {
     /// The NATS server the replicas talk through (--cluster).
     #[arg(long, env = "LOGI_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
+    /// Also run a simulated fleet and riders against the system (`logi simulate`
+    /// with its defaults); logs default to warnings, so its summary line shows.
+    #[arg(long)]
+    simulate: bool,
+    /// Drivers of the simulation (--simulate).
+    #[arg(long, value_name = "N", requires = "simulate", default_value_t = 200)]
+    simulate_drivers: u16,
+    /// Riders of the simulation (--simulate).
+    #[arg(long, value_name = "N", requires = "simulate", default_value_t = 50)]
+    simulate_riders: u16,
+    /// Bookings per second of the simulation (--simulate).
+    #[arg(long, value_name = "R", requires = "simulate", default_value_t = 1.0)]
+    simulate_rate: f64,
+}
+
+/// Just `logi simulate`'s flags, to build its configuration from.
+#[derive(Parser)]
+struct SimulateOnly {
+    #[command(flatten)]
+    args: simulate::Args,
 }
 
 /// A process of the system, ready to run.
@@ -71,7 +93,12 @@ enum Part {
 }
 
 pub async fn run(up: Up) -> anyhow::Result<()> {
-    logi::logging::init();
+    if up.simulate {
+        // Info lines for every call of the fleet would bury its summary line.
+        logi::logging::init_at("warn");
+    } else {
+        logi::logging::init();
+    }
     let secret = match &up.jwt_secret {
         Some(s) => s.clone(),
         None => secret::read_or_create(&up.data_dir)?,
@@ -182,10 +209,47 @@ pub async fn run(up: Up) -> anyhow::Result<()> {
     };
     print_banner(&addrs, &signer, up.token_ttl)?;
 
+    let simulation = if up.simulate {
+        let ws_url = format!("ws://{}", ws.to_string().replace("0.0.0.0", "127.0.0.1"));
+        let SimulateOnly { args } = SimulateOnly::try_parse_from([
+            "simulate".to_owned(),
+            "--grpc-url".into(),
+            core_urls[0].replace("0.0.0.0", "127.0.0.1"),
+            "--ws-url".into(),
+            ws_url,
+            "--jwt-secret".into(),
+            secret.clone(),
+            "--drivers".into(),
+            up.simulate_drivers.to_string(),
+            "--riders".into(),
+            up.simulate_riders.to_string(),
+            "--rate".into(),
+            up.simulate_rate.to_string(),
+        ])?;
+        Some(args)
+    } else {
+        None
+    };
+
+    // Ctrl-C stops the simulation first, so its drivers can still go offline.
+    let signal = CancellationToken::new();
+    tokio::spawn(logi::shutdown::on_signal(signal.clone()));
     let shutdown = CancellationToken::new();
-    tokio::spawn(logi::shutdown::on_signal(shutdown.clone()));
+    let simulating = {
+        let (signal, shutdown) = (signal.clone(), shutdown.clone());
+        async move {
+            if let Some(args) = simulation
+                && let Err(e) = simulate::run(args, signal.clone()).await
+            {
+                // The system stays up: it is what the user started.
+                eprintln!("logi: simulate: {e:#}");
+            }
+            signal.cancelled().await;
+            shutdown.cancel();
+        }
+    };
     let running = parts.into_iter().map(|part| {
-        let shutdown = shutdown.clone();
+        let (shutdown, signal) = (shutdown.clone(), signal.clone());
         async move {
             let result = match part {
                 Part::Core(config, listeners) => core_svc::run(config, listeners, shutdown.clone())
@@ -195,12 +259,14 @@ pub async fn run(up: Up) -> anyhow::Result<()> {
                     .await
                     .context("ws-edge"),
             };
-            // If one stops on its own, the others stop too.
+            // If one stops on its own, the others (and the simulation) stop too.
+            signal.cancel();
             shutdown.cancel();
             result
         }
     });
-    join_all(running).await.into_iter().collect()
+    let (results, ()) = tokio::join!(join_all(running), simulating);
+    results.into_iter().collect()
 }
 
 /// Where the parts of the system are, for the banner.

@@ -240,7 +240,9 @@ impl Registry {
         seen: Instant,
         during_trip: impl FnOnce(&ActiveTrip) -> R,
     ) -> Result<Recorded<R>, Error> {
-        self.record(id, location, seen, true, during_trip)
+        self.record(id, location, seen, true, |d| {
+            d.active.as_ref().map(during_trip)
+        })
     }
 
     /// As [`Registry::update_location`], for a position another replica received
@@ -255,16 +257,25 @@ impl Registry {
         seen: Instant,
         during_trip: impl FnOnce(&ActiveTrip) -> R,
     ) -> Result<Recorded<R>, Error> {
-        self.record(id, location, seen, false, during_trip)
+        self.record(id, location, seen, false, |d| {
+            d.active.as_ref().map(during_trip)
+        })
     }
 
-    fn record<R>(
+    /// Records a position as [`Registry::update_location`] does (`save`: it was
+    /// received here), running `moved` with the driver as it now stands, still
+    /// holding the registry, so that what `moved` publishes is in the order of the
+    /// driver's changes.
+    ///
+    /// # Errors
+    /// [`Error::DriverNotFound`] for a driver not known here.
+    pub fn record<R>(
         &self,
         id: &Id,
         location: Location,
         seen: Instant,
         save: bool,
-        during_trip: impl FnOnce(&ActiveTrip) -> R,
+        moved: impl FnOnce(&Driver) -> Option<R>,
     ) -> Result<Recorded<R>, Error> {
         let mut inner = self.lock();
         if !inner.drivers.contains_key(id) {
@@ -275,12 +286,22 @@ impl Registry {
         entry.location = Some(location);
         entry.seen = Some(seen);
         let back = std::mem::replace(&mut entry.unseen, false);
-        let during_trip = entry.driver.active.as_ref().map(during_trip);
+        let during_trip = moved(&entry.driver);
         inner.index(id);
         if save && !inner.moved.contains(id) {
             inner.moved.insert(id.clone());
         }
         Ok(Recorded { during_trip, back })
+    }
+
+    /// Every driver known, with its position and whether it is unseen, in no
+    /// particular order.
+    pub fn all(&self) -> Vec<(Driver, Option<Location>, bool)> {
+        self.lock()
+            .drivers
+            .values()
+            .map(|e| (e.driver.clone(), e.location, e.unseen))
+            .collect()
     }
 
     pub fn get(&self, id: &Id) -> Option<(Driver, Option<Location>)> {

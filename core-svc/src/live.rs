@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use logi::id::Id;
 use logi::pb::{self, event::Kind};
-use logi::topic::Topic;
+use logi::topic::{FLEET, Topic};
 
 use crate::cluster::Cluster;
 use crate::cluster::wire::Remote;
@@ -16,7 +16,7 @@ use crate::drivers::{Recorded, Registry};
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::model::{Location, timestamp};
+use crate::model::{Driver, Location, timestamp};
 use crate::store::{CommitSink, Effects};
 
 pub struct Live {
@@ -85,9 +85,26 @@ pub fn location_pb(driver_id: &str, l: &Location) -> pb::DriverLocation {
     }
 }
 
-/// Records a driver's position and, during a trip, sends it to the rider's topic
-/// as an ephemeral event; the trip's booking id, if any. `here`: this replica
-/// received it (and saves it behind) rather than another one.
+/// A driver as the `fleet` topic shows it; `unseen`: its positions stopped, so
+/// admins see it OFFLINE.
+pub fn fleet_pb(driver: &Driver, location: Option<&Location>, unseen: bool) -> pb::DriverPosition {
+    let status = if unseen {
+        pb::DriverStatus::Offline
+    } else {
+        driver.status.to_pb()
+    };
+    pb::DriverPosition {
+        location: location.map(|l| location_pb(driver.id.as_str(), l)),
+        status: status as i32,
+        vehicle_type: driver.vehicle_type.clone(),
+        booking_id: driver.active.as_ref().map_or(0, |t| t.booking_id),
+        driver_id: driver.id.to_string(),
+    }
+}
+
+/// Records a driver's position, sends it to the `fleet` topic and, during a trip,
+/// to the rider's topic, as ephemeral events; the trip's booking id, if any.
+/// `here`: this replica received it (and saves it behind) rather than another one.
 ///
 /// # Errors
 /// [`Error::DriverNotFound`] for a driver not registered.
@@ -99,7 +116,12 @@ pub fn position(
     here: bool,
 ) -> Result<Recorded<u64>, Error> {
     let seen = tokio::time::Instant::now();
-    let during_trip = |trip: &crate::model::ActiveTrip| {
+    registry.record(driver, location, seen, here, |d| {
+        // Built only when a console watches the fleet.
+        hub.publish_ephemeral_with(FLEET, location.at, || {
+            Kind::DriverPosition(fleet_pb(d, Some(&location), false))
+        });
+        let trip = d.active.as_ref()?;
         let kind = Kind::DriverLocation(pb::DriverLocationChanged {
             booking_id: trip.booking_id,
             booking_status: trip.status.to_pb() as i32,
@@ -107,11 +129,6 @@ pub fn position(
         });
         let topic = Topic::UserBookings(trip.user_id.clone()).to_string();
         hub.publish_ephemeral(&topic, kind, location.at);
-        trip.booking_id
-    };
-    if here {
-        registry.update_location(driver, location, seen, during_trip)
-    } else {
-        registry.update_location_from_peer(driver, location, seen, during_trip)
-    }
+        Some(trip.booking_id)
+    })
 }

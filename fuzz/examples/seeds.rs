@@ -200,6 +200,7 @@ fn cursor() {
                 })
                 .collect(),
             heads: false,
+            snapshots: false,
         };
         bytes.extend_from_slice(&r.encode_to_vec());
         bytes
@@ -389,6 +390,26 @@ fn render() {
                     status: pb::DriverStatus::OnTrip as i32,
                     previous_status: pb::DriverStatus::Available as i32,
                     vehicle_type: "car".into(),
+                    unseen: false,
+                }),
+            ),
+        ),
+        (
+            "fleet-position",
+            event(
+                "fleet",
+                4 * s + 1,
+                Kind::DriverPosition(pb::DriverPosition {
+                    location: Some(pb::DriverLocation {
+                        driver_id: "45".into(),
+                        latitude: 37.775,
+                        longitude: -122.418,
+                        ..Default::default()
+                    }),
+                    status: pb::DriverStatus::OnTrip as i32,
+                    vehicle_type: "car".into(),
+                    booking_id: 7,
+                    driver_id: "45".into(),
                 }),
             ),
         ),

@@ -37,12 +37,16 @@ fuzz_target!(|data: &[u8]| {
         | Some(Kind::OfferClosed(pb::OfferClosed { booking, .. })) => {
             booking.clone().map(|b| pb::Snapshot {
                 bookings: vec![b],
-                offers: Vec::new(),
+                ..Default::default()
             })
         }
         Some(Kind::BookingOffered(offer)) => Some(pb::Snapshot {
-            bookings: Vec::new(),
             offers: vec![offer.clone()],
+            ..Default::default()
+        }),
+        Some(Kind::DriverPosition(driver)) => Some(pb::Snapshot {
+            drivers: vec![driver.clone()],
+            ..Default::default()
         }),
         _ => None,
     };

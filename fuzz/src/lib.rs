@@ -166,19 +166,44 @@ fn maybe_booking(u: &mut Unstructured<'_>) -> Result<Option<pb::Booking>> {
     }
 }
 
+fn maybe_location(u: &mut Unstructured<'_>) -> Result<Option<pb::DriverLocation>> {
+    if u.ratio(1, 8)? {
+        return Ok(None);
+    }
+    Ok(Some(pb::DriverLocation {
+        driver_id: text(u)?,
+        latitude: number(u)?,
+        longitude: number(u)?,
+        heading: number(u)?,
+        speed_mps: number(u)?,
+        updated_at: timestamp(u)?,
+    }))
+}
+
+fn driver_position(u: &mut Unstructured<'_>) -> Result<pb::DriverPosition> {
+    Ok(pb::DriverPosition {
+        location: maybe_location(u)?,
+        status: enum_value(u, 3)?,
+        vehicle_type: text(u)?,
+        booking_id: u64::arbitrary(u)?,
+        driver_id: text(u)?,
+    })
+}
+
 fn topic(u: &mut Unstructured<'_>) -> Result<String> {
     let id = || ["12", "45", "ops"];
-    Ok(match u.int_in_range(0..=4)? {
+    Ok(match u.int_in_range(0..=5)? {
         0 => format!("user_{}_bookings", u.choose(&id())?),
         1 => format!("driver_{}_available_bookings", u.choose(&id())?),
         2 => format!("driver_{}_bookings", u.choose(&id())?),
         3 => "admins".into(),
+        4 => "fleet".into(),
         _ => String::arbitrary(u)?,
     })
 }
 
 fn kind(u: &mut Unstructured<'_>) -> Result<Option<Kind>> {
-    Ok(Some(match u.int_in_range(0..=9)? {
+    Ok(Some(match u.int_in_range(0..=10)? {
         0 => Kind::BookingChanged(pb::BookingChanged {
             booking: maybe_booking(u)?,
             previous_status: enum_value(u, 6)?,
@@ -199,18 +224,7 @@ fn kind(u: &mut Unstructured<'_>) -> Result<Option<Kind>> {
         4 => Kind::DriverLocation(pb::DriverLocationChanged {
             booking_id: u64::arbitrary(u)?,
             booking_status: enum_value(u, 6)?,
-            location: if u.ratio(1, 8)? {
-                None
-            } else {
-                Some(pb::DriverLocation {
-                    driver_id: text(u)?,
-                    latitude: number(u)?,
-                    longitude: number(u)?,
-                    heading: number(u)?,
-                    speed_mps: number(u)?,
-                    updated_at: timestamp(u)?,
-                })
-            },
+            location: maybe_location(u)?,
         }),
         5 => Kind::DriverStatus(pb::DriverStatusChanged {
             driver_id: text(u)?,
@@ -236,8 +250,17 @@ fn kind(u: &mut Unstructured<'_>) -> Result<Option<Kind>> {
                     distance_m: number(u)?,
                 });
             }
-            Kind::Snapshot(pb::Snapshot { bookings, offers })
+            let mut drivers = Vec::new();
+            for _ in 0..u.int_in_range(0..=3)? {
+                drivers.push(driver_position(u)?);
+            }
+            Kind::Snapshot(pb::Snapshot {
+                bookings,
+                offers,
+                drivers,
+            })
         }
+        9 => Kind::DriverPosition(driver_position(u)?),
         _ => return Ok(None),
     }))
 }

@@ -26,4 +26,6 @@ mod edge_logi;
 mod edge_public_key;
 mod edge_recover;
 mod edge_resilience;
+mod fleet;
 mod metrics;
+mod readme_grpcurl;

@@ -3,9 +3,9 @@
 //! (else 403). Messages never contain the token.
 
 use axum::http::StatusCode;
-use logi::auth::{Principal, Verifier};
+use logi::auth::{Principal, Role, Verifier};
 
-use crate::route::{self, Route};
+use crate::route::{self, Dialect, Route};
 
 /// Why a handshake is refused, as an HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +61,26 @@ pub fn check(
     Ok((route, principal))
 }
 
+/// `route` with the fleet's positions, as `?fleet=1` asks.
+///
+/// # Errors
+/// 403 for any but an admin on `/ws`: the fleet is for operations consoles.
+pub fn fleet(route: Route, principal: &Principal) -> Result<Route, Rejection> {
+    if route.dialect != Dialect::Logi || principal.role != Role::Admin {
+        return Err(Rejection::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "fleet=1 is for admin tokens on /ws: this is a {} token",
+                principal.role.as_str()
+            ),
+        ));
+    }
+    Ok(Route {
+        fleet: true,
+        ..route
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -103,6 +123,20 @@ mod tests {
         assert_eq!(
             status(check("/ws", Some(&token(Role::Service)), &v)),
             StatusCode::FORBIDDEN
+        );
+    }
+
+    #[test]
+    fn only_an_admin_on_ws_watches_the_fleet() {
+        let v = Verifier::hs256(SECRET).unwrap();
+        let (route, admin) = check("/ws", Some(&token(Role::Admin)), &v).unwrap();
+        assert!(fleet(route, &admin).unwrap().fleet);
+        let (route, driver) = check("/ws", Some(&token(Role::Driver)), &v).unwrap();
+        let err = fleet(route, &driver).unwrap_err();
+        assert_eq!(err.status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            err.message,
+            "fleet=1 is for admin tokens on /ws: this is a driver token"
         );
     }
 

@@ -95,18 +95,21 @@ pub enum FrameType {
     OfferClosed,
     DriverLocation,
     DriverStatus,
+    /// Any driver's position, to the fleet's admins.
+    DriverPosition,
     Snapshot,
     Resync,
     Error,
 }
 
-const FRAME_TYPES: [&str; 9] = [
+const FRAME_TYPES: [&str; 10] = [
     "booking_changed",
     "otp_issued",
     "booking_offered",
     "offer_closed",
     "driver_location",
     "driver_status",
+    "driver_position",
     "snapshot",
     "resync",
     "error",
@@ -121,6 +124,7 @@ impl FrameType {
             Kind::OfferClosed(_) => Self::OfferClosed,
             Kind::DriverLocation(_) => Self::DriverLocation,
             Kind::DriverStatus(_) => Self::DriverStatus,
+            Kind::DriverPosition(_) => Self::DriverPosition,
             Kind::Snapshot(_) | Kind::StreamHead(_) => Self::Snapshot,
             Kind::ResyncRequired(_) => Self::Resync,
         }
@@ -147,7 +151,7 @@ pub enum Slow {
 
 pub struct Metrics {
     handshakes: [Counter; 8],
-    frames_out: [Counter; 9],
+    frames_out: [Counter; 10],
     inbound: [Counter; 2],
     slow: [Counter; 2],
     closes: Family<CodeLabel, Counter>,
@@ -347,6 +351,7 @@ mod tests {
         let app = m.connected(
             Route {
                 dialect: Dialect::Logi,
+                fleet: true,
             },
             Role::Admin,
         );

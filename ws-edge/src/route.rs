@@ -26,6 +26,8 @@ pub enum Dialect {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     pub dialect: Dialect,
+    /// An admin on `/ws` asked for `?fleet=1`: every driver's position too.
+    pub fleet: bool,
 }
 
 /// The route of `path`, if any. The trailing slash of the channels paths is
@@ -38,7 +40,10 @@ pub fn find(path: &str) -> Option<Route> {
         "/ws" => Dialect::Logi,
         _ => return None,
     };
-    Some(Route { dialect })
+    Some(Route {
+        dialect,
+        fleet: false,
+    })
 }
 
 impl Route {
@@ -72,6 +77,11 @@ impl Route {
                 ]
             }
             Dialect::Channels(ChannelsRoute::DriverBookings) => vec![Topic::DriverBookings(id)],
+            Dialect::Logi if self.fleet => {
+                let mut topics = Topic::defaults_for(principal);
+                topics.push(Topic::Fleet);
+                topics
+            }
             Dialect::Logi => Topic::defaults_for(principal),
         }
     }
@@ -115,6 +125,11 @@ mod tests {
         assert!(logi.admits(Role::User) && logi.admits(Role::Driver) && logi.admits(Role::Admin));
         assert!(!logi.admits(Role::Service));
         assert_eq!(names(logi.topics(&p(Role::Admin))), ["admins"]);
+        let fleet = Route {
+            fleet: true,
+            ..logi
+        };
+        assert_eq!(names(fleet.topics(&p(Role::Admin))), ["admins", "fleet"]);
         assert_eq!(
             names(logi.topics(&p(Role::Driver))),
             ["driver_45_available_bookings", "driver_45_bookings"]

@@ -279,7 +279,18 @@ async fn upgrade(
         .map(String::as_str);
     // The path only: the query holds the token, which is never logged.
     let path = uri.path();
-    let (route, principal) = match handshake::check(path, token, &edge.verifier) {
+    let fleet = query
+        .as_ref()
+        .is_ok_and(|q| matches!(q.get("fleet").map(String::as_str), Some("1" | "true")));
+    let admitted = handshake::check(path, token, &edge.verifier).and_then(|(route, principal)| {
+        let route = if fleet {
+            handshake::fleet(route, &principal)?
+        } else {
+            route
+        };
+        Ok((route, principal))
+    });
+    let (route, principal) = match admitted {
         Ok(admitted) => admitted,
         Err(rejection) => {
             tracing::info!(path, status = rejection.status.as_u16(), reason = %rejection.message, "handshake refused");

@@ -29,6 +29,7 @@ use super::{Core, principal};
 use crate::cursor::{self, Refusal};
 use crate::error::Error;
 use crate::hub::{EPHEMERAL_SPAN, Next, Subscription};
+use crate::live;
 use crate::metrics::Lagged;
 use crate::model::timestamp;
 use crate::store::{TopicSnapshot, TopicState};
@@ -76,6 +77,7 @@ fn snapshot_pb(topic: &Topic, snap: &TopicSnapshot) -> pb::Snapshot {
                 distance_m: *distance_m,
             })
             .collect(),
+        drivers: Vec::new(),
     }
 }
 
@@ -110,7 +112,18 @@ impl Core {
     ) -> Result<(TopicState, Option<pb::Snapshot>), Error> {
         if snapshot {
             let (state, snap) = self.store.topic_snapshot(topic.clone()).await?;
-            Ok((state, Some(snapshot_pb(topic, &snap))))
+            let mut snap = snapshot_pb(topic, &snap);
+            if *topic == Topic::Fleet {
+                // Read after the topic's state: positions are ephemeral, and every one
+                // recorded after this read follows it live.
+                let mut drivers = self.registry.all();
+                drivers.sort_unstable_by(|a, b| a.0.id.as_str().cmp(b.0.id.as_str()));
+                snap.drivers = drivers
+                    .iter()
+                    .map(|(d, l, unseen)| live::fleet_pb(d, l.as_ref(), *unseen))
+                    .collect();
+            }
+            Ok((state, Some(snap)))
         } else {
             Ok((self.store.topic_state(topic.to_string()).await?, None))
         }

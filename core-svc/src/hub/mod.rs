@@ -219,6 +219,16 @@ impl Hub {
     /// anyone could get it. Dropped when nobody subscribes (nothing is lost: it is not
     /// kept anyway) or the topic's head is not known yet.
     pub fn publish_ephemeral(&self, topic: &str, kind: Kind, at: SystemTime) -> bool {
+        self.publish_ephemeral_with(topic, at, || kind)
+    }
+
+    /// As [`Hub::publish_ephemeral`], building the event only when it is sent.
+    pub fn publish_ephemeral_with(
+        &self,
+        topic: &str,
+        at: SystemTime,
+        kind: impl FnOnce() -> Kind,
+    ) -> bool {
         let mut inner = self.lock();
         let Some(entry) = inner.topics.get_mut(topic) else {
             return false;
@@ -239,7 +249,7 @@ impl Hub {
                 offset,
             }),
             occurred_at: Some(timestamp(at)),
-            kind: Some(kind),
+            kind: Some(kind()),
         });
         entry.subs.retain(|s| s.offer(&event));
         true

@@ -117,6 +117,9 @@ pub const REQUEST_ID_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// Bookings, and offers, a snapshot holds at most (the newest).
 pub const SNAPSHOT_LIMIT: usize = 50;
+/// Bookings in progress the `fleet` snapshot holds at most (the newest): what an
+/// operations console lists on connecting.
+pub const FLEET_SNAPSHOT_BOOKINGS: usize = 500;
 /// A rider's snapshot also shows the bookings that ended this recently, so an app
 /// that was offline while its trip completed or was cancelled learns of it.
 pub const SNAPSHOT_ENDED_WITHIN: Duration = Duration::from_secs(3600);

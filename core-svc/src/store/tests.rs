@@ -48,6 +48,7 @@ impl Recorder {
                     Kind::ResyncRequired(_) => "resync_required",
                     Kind::StreamHead(_) => "stream_head",
                     Kind::Snapshot(_) => "snapshot",
+                    Kind::DriverPosition(_) => "driver_position",
                 };
                 (e.topic, kind)
             })

@@ -5,6 +5,8 @@
 pub mod db;
 pub mod edge;
 pub mod proxy;
+pub mod readme;
+pub mod tools;
 
 pub use db::Db;
 
@@ -316,6 +318,23 @@ fn status_name(s: i32) -> String {
         .unwrap_or_default()
 }
 
+/// "45 available car 37.7,-122.4 #7" (no position: "-"; no trip: no "#").
+fn position(p: &pb::DriverPosition) -> String {
+    let at = p.location.as_ref().map_or("-".to_owned(), |l| {
+        format!("{},{}", l.latitude, l.longitude)
+    });
+    let status = pb::DriverStatus::try_from(p.status)
+        .unwrap()
+        .as_str_name()
+        .trim_start_matches("DRIVER_STATUS_")
+        .to_lowercase();
+    let trip = match p.booking_id {
+        0 => String::new(),
+        id => format!(" #{id}"),
+    };
+    format!("{} {status} {} {at}{trip}", p.driver_id, p.vehicle_type)
+}
+
 /// A short, exact description of an event: "topic kind details".
 pub fn summary(e: &pb::Event) -> String {
     let detail = match e.kind.as_ref().unwrap() {
@@ -349,6 +368,10 @@ pub fn summary(e: &pb::Event) -> String {
                 loc.longitude
             )
         }
+        Kind::Snapshot(s) if !s.drivers.is_empty() => format!(
+            "snapshot drivers {:?}",
+            s.drivers.iter().map(position).collect::<Vec<_>>()
+        ),
         Kind::Snapshot(s) => format!(
             "snapshot bookings {:?} offers {:?}",
             s.bookings.iter().map(|b| b.id).collect::<Vec<_>>(),
@@ -357,6 +380,7 @@ pub fn summary(e: &pb::Event) -> String {
                 .map(|o| o.booking.as_ref().unwrap().id)
                 .collect::<Vec<_>>()
         ),
+        Kind::DriverPosition(p) => format!("driver_position {}", position(p)),
         Kind::DriverStatus(d) => format!(
             "driver_status {} {}",
             d.driver_id,

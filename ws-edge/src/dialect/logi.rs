@@ -7,7 +7,9 @@
 //!   on accept; `driver_location` during trips; `booking_otp` (added) with the OTP.
 //! - driver: `new_booking_request` for offers; `booking_request_closed` (added) when
 //!   an offer closes without it; `status_update` for bookings it accepted.
-//! - admin: `status_update` for every booking change, `driver_status_update`.
+//! - admin: `status_update` for every booking change, `driver_status_update`; with
+//!   `?fleet=1` (added) one `fleet_snapshot` of every driver on connecting, then a
+//!   `driver_position` per position.
 
 use logi::auth::Role;
 use logi::pb::{self, event::Kind};
@@ -19,6 +21,34 @@ use super::{Audience, driver_status, logi_status, offer_closed_reason};
 fn point(p: &Option<pb::Place>) -> Value {
     let (lat, lon) = p.as_ref().map_or((0.0, 0.0), |p| (p.latitude, p.longitude));
     json!({"type": "Point", "coordinates": [lon, lat]})
+}
+
+/// A driver on the `fleet` topic; no position yet is `null` coordinates.
+fn driver_position(p: &pb::DriverPosition) -> Value {
+    let (lat, lon) = p.location.as_ref().map_or((Value::Null, Value::Null), |l| {
+        (l.latitude.into(), l.longitude.into())
+    });
+    let booking_id = match p.booking_id {
+        0 => String::new(),
+        id => id.to_string(),
+    };
+    json!({
+        "driver_id": p.driver_id,
+        "status": driver_status(p.status),
+        "vehicle_type": p.vehicle_type,
+        "latitude": lat,
+        "longitude": lon,
+        "booking_id": booking_id,
+    })
+}
+
+/// The one frame that brings an operations console up to date with the fleet:
+/// every driver, and the bookings in progress as `status_update` payloads.
+pub fn fleet_snapshot(snap: &pb::Snapshot, audience: &Audience) -> Value {
+    let drivers: Vec<Value> = snap.drivers.iter().map(driver_position).collect();
+    let bookings: Vec<Value> = snap.bookings.iter().map(status_update).collect();
+    json!({"user_id": recipient(audience), "type": "fleet_snapshot",
+           "payload": {"drivers": drivers, "bookings": bookings}})
 }
 
 fn status_update(b: &pb::Booking) -> Value {
@@ -107,6 +137,7 @@ pub fn render(event: &pb::Event, audience: &Audience) -> Vec<Value> {
                 json!({"driver_id": d.driver_id, "status": driver_status(d.status)}),
             )]
         }
+        (Topic::Fleet, Kind::DriverPosition(p)) => vec![("driver_position", driver_position(p))],
         _ => Vec::new(),
     };
     let user_id = recipient(audience);

@@ -39,6 +39,13 @@ pub fn render(event: &pb::Event, audience: &Audience) -> Vec<Value> {
 /// booking had just changed and each open offer had just been made: the status and,
 /// for the rider of an accepted booking, the OTP.
 pub fn snapshot(snap: &pb::Snapshot, topic: &str, audience: &Audience) -> Vec<Value> {
+    if topic == ::logi::topic::FLEET {
+        // Thousands of drivers: one frame, not one each (an app's inbox is bounded).
+        return match audience.dialect {
+            Dialect::Logi => vec![logi::fleet_snapshot(snap, audience)],
+            Dialect::Channels(_) => Vec::new(),
+        };
+    }
     let event = |kind| pb::Event {
         topic: topic.to_owned(),
         cursor: None,

@@ -15,8 +15,8 @@ use crate::error::Error;
 use crate::model::{Booking, BookingId, Driver, GeoPoint, from_millis, to_millis};
 use crate::store::lease;
 use crate::store::{
-    BOOKING_COLUMNS, BookingQuery, DriverRecord, PendingBooking, SNAPSHOT_ENDED_WITHIN,
-    SNAPSHOT_LIMIT, TopicSnapshot, TopicState, log, records,
+    BOOKING_COLUMNS, BookingQuery, DriverRecord, FLEET_SNAPSHOT_BOOKINGS, PendingBooking,
+    SNAPSHOT_ENDED_WITHIN, SNAPSHOT_LIMIT, TopicSnapshot, TopicState, log, records,
 };
 
 async fn query(
@@ -267,6 +267,15 @@ pub async fn snapshot(
                 .iter()
                 .map(|r| Ok((rows::booking(r)?, r.try_get::<_, f64>(distance)?)))
                 .collect::<Result<_, Error>>()?;
+        }
+        // The fleet's drivers come from the registry (api::events), not the store.
+        Topic::Fleet => {
+            let sql = format!(
+                "SELECT {BOOKING_COLUMNS} FROM bookings WHERE status IN ('pending', 'accepted', 'on_trip')
+                 ORDER BY id DESC LIMIT $1"
+            );
+            let rows = query(c, &sql, &[&(FLEET_SNAPSHOT_BOOKINGS as i64)]).await?;
+            snap.bookings = bookings_of(&rows)?;
         }
         Topic::Admins => {}
     }

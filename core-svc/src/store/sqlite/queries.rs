@@ -13,8 +13,8 @@ use super::rows;
 use crate::error::Error;
 use crate::model::{ActiveTrip, Booking, BookingId, Driver, GeoPoint, from_millis, to_millis};
 use crate::store::{
-    BookingQuery, DriverRecord, PendingBooking, SNAPSHOT_ENDED_WITHIN, SNAPSHOT_LIMIT,
-    TopicSnapshot, TopicState, log, records,
+    BookingQuery, DriverRecord, FLEET_SNAPSHOT_BOOKINGS, PendingBooking, SNAPSHOT_ENDED_WITHIN,
+    SNAPSHOT_LIMIT, TopicSnapshot, TopicState, log, records,
 };
 
 pub fn booking(conn: &Connection, id: BookingId) -> Result<Booking, Error> {
@@ -206,6 +206,18 @@ pub fn snapshot(conn: &Connection, topic: &Topic, now: SystemTime) -> Result<Top
                 .query_map(params![driver.as_str(), limit], |r| {
                     Ok((rows::booking(r)?, r.get::<_, f64>(distance)?))
                 })?
+                .collect::<Result<_, _>>()?;
+        }
+        // The fleet's drivers come from the registry (api::events), not the store.
+        Topic::Fleet => {
+            let sql = format!(
+                "SELECT {} FROM bookings WHERE status IN ('pending', 'accepted', 'on_trip')
+                 ORDER BY id DESC LIMIT ?1",
+                rows::BOOKING_COLUMNS
+            );
+            snap.bookings = conn
+                .prepare_cached(&sql)?
+                .query_map(params![FLEET_SNAPSHOT_BOOKINGS as i64], rows::booking)?
                 .collect::<Result<_, _>>()?;
         }
         Topic::Admins => {}
