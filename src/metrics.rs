@@ -65,31 +65,27 @@ impl Collector for Process {
             None,
             MetricType::Counter,
         )?)?;
-        let gauges = [
+        // Counts as integers; the start time keeps its fraction.
+        let counts = [
             (
                 "process_resident_memory_bytes",
                 "Resident memory size, in bytes",
-                own.usage.rss_bytes as f64,
+                Some(own.usage.rss_bytes),
             ),
             (
                 "process_open_fds",
                 "File descriptors open",
-                own.open_fds as f64,
+                Some(own.open_fds),
             ),
-            (
-                "process_start_time_seconds",
-                "When the process started, in seconds since the Unix epoch",
-                own.start_time_secs,
-            ),
-        ];
-        let max = own.max_fds.map(|m| {
             (
                 "process_max_fds",
                 "The limit on open file descriptors",
-                m as f64,
-            )
-        });
-        for (name, help, value) in gauges.into_iter().chain(max) {
+                own.max_fds,
+            ),
+        ];
+        for (name, help, value) in counts {
+            let Some(value) = value else { continue };
+            let value = i64::try_from(value).unwrap_or(i64::MAX);
             ConstGauge::new(value).encode(encoder.encode_descriptor(
                 name,
                 help,
@@ -97,6 +93,12 @@ impl Collector for Process {
                 MetricType::Gauge,
             )?)?;
         }
+        ConstGauge::new(own.start_time_secs).encode(encoder.encode_descriptor(
+            "process_start_time_seconds",
+            "When the process started, in seconds since the Unix epoch",
+            None,
+            MetricType::Gauge,
+        )?)?;
         Ok(())
     }
 }
