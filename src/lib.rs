@@ -10,6 +10,9 @@
 //! - [`id`]: validation of rider and driver ids.
 //! - [`jwt_args`]: the JWT flags both processes share.
 //! - [`logging`]: the binaries' log set-up.
+//! - [`metrics`]: the Prometheus text of a registry, the process collector, handles
+//!   resolved once per label set.
+//! - [`procfs`]: CPU, memory, open files and start time of a process, from `/proc`.
 //! - [`shutdown`]: the binaries' shutdown signal.
 
 pub mod pb {
@@ -28,5 +31,7 @@ pub mod codec;
 pub mod id;
 pub mod jwt_args;
 pub mod logging;
+pub mod metrics;
+pub mod procfs;
 pub mod shutdown;
 pub mod topic;

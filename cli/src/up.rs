@@ -37,6 +37,10 @@ pub struct Up {
     /// port + i.
     #[arg(long, env = "LOGI_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     grpc_addr: SocketAddr,
+    /// Address core-svc serves Prometheus metrics on, or `off`; with --cluster,
+    /// replica i serves on this port + i.
+    #[arg(long, env = "LOGI_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    metrics_addr: String,
     /// Address ws-edge serves WebSockets on (shared by the edges of a cluster).
     #[arg(long, env = "LOGI_WS_ADDR", default_value = "127.0.0.1:8080")]
     ws_addr: SocketAddr,
@@ -84,7 +88,7 @@ struct SimulateOnly {
 
 /// A process of the system, ready to run.
 enum Part {
-    Core(core_svc::Config, TcpListener),
+    Core(core_svc::Config, core_svc::server::Listeners),
     Edge(ws_edge::Config, TcpListener),
 }
 
@@ -112,17 +116,39 @@ pub async fn run(up: Up) -> anyhow::Result<()> {
             up.postgres_url.clone()
         }
     };
+    let metrics_base: Option<SocketAddr> = if up.metrics_addr.eq_ignore_ascii_case("off") {
+        None
+    } else {
+        Some(up.metrics_addr.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "LOGI_METRICS_ADDR {:?} is not an address: write host:port (127.0.0.1:9464), or off",
+                up.metrics_addr
+            )
+        })?)
+    };
     let mut parts = Vec::new();
     let mut grpc = Vec::new();
+    let mut metrics = Vec::new();
     for i in 0..replicas {
         let mut addr = up.grpc_addr;
         if addr.port() != 0 {
             addr.set_port(addr.port() + i as u16);
         }
+        let metrics_addr = metrics_base.map_or_else(
+            || "off".to_owned(),
+            |mut m| {
+                if m.port() != 0 {
+                    m.set_port(m.port() + i as u16);
+                }
+                m.to_string()
+            },
+        );
         let mut args = vec![
             "core-svc".to_owned(),
             "--grpc-addr".into(),
             addr.to_string(),
+            "--metrics-addr".into(),
+            metrics_addr,
             "--database".into(),
             database.clone(),
             "--jwt-secret".into(),
@@ -133,11 +159,14 @@ pub async fn run(up: Up) -> anyhow::Result<()> {
         }
         let config = <core_svc::Config as Parser>::try_parse_from(args)?;
         config.validate().map_err(anyhow::Error::msg)?;
-        let listener = TcpListener::bind(addr)
+        let listeners = core_svc::server::Listeners::bind(&config)
             .await
-            .with_context(|| format!("cannot listen on {addr} (LOGI_GRPC_ADDR)"))?;
-        grpc.push(listener.local_addr()?);
-        parts.push(Part::Core(config, listener));
+            .map_err(anyhow::Error::msg)?;
+        grpc.push(listeners.grpc.local_addr()?);
+        if let Some(m) = &listeners.metrics {
+            metrics.push(m.local_addr()?);
+        }
+        parts.push(Part::Core(config, listeners));
     }
     let core_urls: Vec<String> = grpc.iter().map(|a| format!("http://{a}")).collect();
     let edges = if up.cluster.is_some() {
@@ -172,7 +201,13 @@ pub async fn run(up: Up) -> anyhow::Result<()> {
         parts.push(Part::Edge(config, listener));
     }
     let signer = Signer::hs256(secret.as_bytes())?;
-    print_banner(&grpc, edges, &ws.to_string(), &signer, up.token_ttl)?;
+    let addrs = Addrs {
+        grpc,
+        metrics,
+        edges,
+        ws: ws.to_string(),
+    };
+    print_banner(&addrs, &signer, up.token_ttl)?;
 
     let simulation = if up.simulate {
         let ws_url = format!("ws://{}", ws.to_string().replace("0.0.0.0", "127.0.0.1"));
@@ -217,7 +252,7 @@ pub async fn run(up: Up) -> anyhow::Result<()> {
         let (shutdown, signal) = (shutdown.clone(), signal.clone());
         async move {
             let result = match part {
-                Part::Core(config, listener) => core_svc::run(config, listener, shutdown.clone())
+                Part::Core(config, listeners) => core_svc::run(config, listeners, shutdown.clone())
                     .await
                     .context("core-svc"),
                 Part::Edge(config, listener) => ws_edge::run(config, listener, shutdown.clone())
@@ -234,15 +269,19 @@ pub async fn run(up: Up) -> anyhow::Result<()> {
     results.into_iter().collect()
 }
 
-fn print_banner(
-    grpc: &[SocketAddr],
+/// Where the parts of the system are, for the banner.
+struct Addrs {
+    grpc: Vec<SocketAddr>,
+    /// The replicas' metrics (none with `--metrics-addr off`).
+    metrics: Vec<SocketAddr>,
     edges: usize,
-    ws: &str,
-    signer: &Signer,
-    ttl: Duration,
-) -> anyhow::Result<()> {
+    ws: String,
+}
+
+fn print_banner(addrs: &Addrs, signer: &Signer, ttl: Duration) -> anyhow::Result<()> {
+    let (grpc, edges) = (&addrs.grpc, addrs.edges);
     let ttl_text = humantime::format_duration(ttl);
-    let ws_host = ws.replace("0.0.0.0", "localhost");
+    let ws_host = addrs.ws.replace("0.0.0.0", "localhost");
     let rider = signer.mint("12", Role::User, ttl)?;
     let driver = signer.mint("45", Role::Driver, ttl)?;
     let admin = signer.mint("ops", Role::Admin, ttl)?;
@@ -261,6 +300,15 @@ fn print_banner(
         println!("  core-svc gRPC   {addr}   (grpcurl -plaintext {addr} list)");
     }
     println!("  ws-edge         ws://{ws_host}   (/healthz, /readyz)");
+    for addr in &addrs.metrics {
+        println!("  core-svc metrics  http://{addr}/metrics");
+    }
+    if edges > 1 {
+        // They share the port: a scrape reaches whichever takes the connection.
+        println!("  ws-edge metrics   http://{ws_host}/metrics   (one of the {edges} edges)");
+    } else {
+        println!("  ws-edge metrics   http://{ws_host}/metrics");
+    }
     println!();
     println!("Tokens, valid for {ttl_text}:");
     println!("  export RIDER_TOKEN={rider}   # user 12");

@@ -29,6 +29,8 @@ fn up(
             "127.0.0.1:0",
             "--ws-addr",
             "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
         ])
         .args(extra)
         .stdout(Stdio::piped())

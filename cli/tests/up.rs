@@ -49,6 +49,8 @@ async fn up_runs_both_services_with_a_generated_secret_and_token_mints_for_it() 
             "127.0.0.1:0",
             "--ws-addr",
             "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -57,11 +59,16 @@ async fn up_runs_both_services_with_a_generated_secret_and_token_mints_for_it() 
     let mut banner = BufReader::new(up.stdout.take().unwrap())
         .lines()
         .map_while(Result::ok);
-    let rider_line = banner
-        .by_ref()
-        .find(|l| l.trim_start().starts_with("rider "))
-        .expect("the banner names the rider URL");
-    let rider_url = rider_line.split_whitespace().nth(1).unwrap().to_owned();
+    let mut metrics = Vec::new();
+    let rider_url = loop {
+        let line = banner.next().expect("the banner names the rider URL");
+        match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+            [_, "metrics", url] => metrics.push(url.to_string()),
+            ["rider", url, ..] => break url.to_string(),
+            _ => {}
+        }
+    };
+    assert_eq!(metrics.len(), 2, "core-svc's and ws-edge's: {metrics:?}");
     assert!(
         data.join("jwt-secret").exists(),
         "the secret is generated before anything starts"
@@ -82,6 +89,24 @@ async fn up_runs_both_services_with_a_generated_secret_and_token_mints_for_it() 
     assert!(
         data.join("logi.db").exists(),
         "the embedded database lives in the data folder"
+    );
+    // Both metrics URLs answer: the edge counts the rider, core-svc the edge's
+    // attachment that carries the rider's topic (the other may still be opening).
+    let core = scrape(&metrics[0]).await;
+    let attached = core.lines().find_map(|l| {
+        l.strip_prefix(
+            r#"logi_grpc_calls_total{service="logi.v1.EventService",method="Attach",code="OK"} "#,
+        )
+    });
+    assert!(
+        matches!(attached, Some("1" | "2")),
+        "{attached:?} in\n{core}"
+    );
+    let edge = scrape(&metrics[1]).await;
+    assert!(
+        edge.lines().any(|l| l
+            == r#"logi_ws_connections{route="/regular_user/ws/bookings/",dialect="channels",role="user"} 1"#),
+        "{edge}"
     );
 
     // Ctrl-C stops both; the connected app is told the server is going away.
@@ -107,6 +132,25 @@ async fn up_runs_both_services_with_a_generated_secret_and_token_mints_for_it() 
     .unwrap();
     assert_eq!(close, 1001);
     assert_eq!(wait(&mut up).code(), Some(0));
+}
+
+/// The body of a GET of `url` (`http://host:port/path`).
+async fn scrape(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(host.replace("localhost", "127.0.0.1"))
+        .await
+        .unwrap();
+    let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    raw.split_once("\r\n\r\n").unwrap().1.to_owned()
 }
 
 #[test]
@@ -161,6 +205,8 @@ async fn up_cluster_runs_replicas_on_postgres_and_nats_behind_edges_sharing_one_
             "--grpc-addr",
             "127.0.0.1:0",
             "--ws-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
             "127.0.0.1:0",
         ])
         .args(["--postgres-url", &url, "--nats-url", &nats])

@@ -21,6 +21,10 @@ pub struct Config {
     #[arg(long, env = "LOGI_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
 
+    /// Address to serve Prometheus metrics on (GET /metrics), or `off`.
+    #[arg(long, env = "LOGI_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: String,
+
     /// SQLite database file, created with its folder on first start; or a
     /// PostgreSQL URL (postgres://user@host:5432/db) for a cluster of replicas.
     #[arg(long, env = "LOGI_DATABASE", default_value = "data/logi.db")]
@@ -108,6 +112,7 @@ impl Config {
     /// The first problem found.
     pub fn validate(&self) -> Result<(), String> {
         self.jwt.verifier()?;
+        self.metrics_addr()?;
         if self.database.is_empty() {
             return Err(
                 "LOGI_DATABASE is empty: give a SQLite file path or a postgres:// URL".into(),
@@ -163,6 +168,22 @@ impl Config {
         Ok(())
     }
 
+    /// Where to serve metrics; `None` for `off`.
+    ///
+    /// # Errors
+    /// A one-line message when `--metrics-addr` is neither an address nor `off`.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, String> {
+        if self.metrics_addr.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        self.metrics_addr.parse().map(Some).map_err(|_| {
+            format!(
+                "LOGI_METRICS_ADDR {:?} is not an address: write host:port (127.0.0.1:9464), or off",
+                self.metrics_addr
+            )
+        })
+    }
+
     /// Whether `--database` names a PostgreSQL server rather than a SQLite file.
     pub fn is_postgres(&self) -> bool {
         self.database.starts_with("postgres://") || self.database.starts_with("postgresql://")
@@ -212,6 +233,10 @@ mod tests {
         let c = parse(&["--jwt-secret", SECRET]);
         assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:50051");
         assert_eq!(c.database, "data/logi.db");
+        assert_eq!(
+            c.metrics_addr(),
+            Ok(Some("127.0.0.1:9464".parse().unwrap()))
+        );
         assert_eq!(c.dispatch(), DispatchConfig::default());
         assert_eq!(c.tariffs(), Tariffs::default());
         assert_eq!(c.validate(), Ok(()));
@@ -250,5 +275,14 @@ mod tests {
             .unwrap_err();
         assert!(radius.contains("LOGI_DISPATCH_MAX_RADIUS_M"), "{radius}");
         assert!(Config::try_parse_from(["core-svc", "--tariff", "car"]).is_err());
+        let off = parse(&["--jwt-secret", SECRET, "--metrics-addr", "off"]);
+        assert_eq!(off.metrics_addr(), Ok(None));
+        let bad = parse(&["--jwt-secret", SECRET, "--metrics-addr", "localhost"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            bad,
+            r#"LOGI_METRICS_ADDR "localhost" is not an address: write host:port (127.0.0.1:9464), or off"#
+        );
     }
 }

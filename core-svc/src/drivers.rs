@@ -62,6 +62,15 @@ impl Entry {
     }
 }
 
+/// How many drivers are in each status; see [`Registry::counts`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StatusCounts {
+    pub available: u64,
+    pub on_trip: u64,
+    pub offline: u64,
+    pub unseen: u64,
+}
+
 /// What recording a position did.
 #[derive(Debug, PartialEq)]
 pub struct Recorded<R> {
@@ -142,6 +151,22 @@ impl Registry {
             .get(&driver.id)
             .map_or((None, None, false), |e| (e.location, e.seen, e.unseen));
         inner.put(driver, location, seen, unseen);
+    }
+
+    /// Drivers by status now, for the metrics: available (and seen lately), on a
+    /// trip, offline, and available but silent (out of dispatch).
+    pub fn counts(&self) -> StatusCounts {
+        let inner = self.lock();
+        let mut counts = StatusCounts::default();
+        for entry in inner.drivers.values() {
+            match entry.driver.status {
+                DriverStatus::Available if entry.unseen => counts.unseen += 1,
+                DriverStatus::Available => counts.available += 1,
+                DriverStatus::OnTrip => counts.on_trip += 1,
+                DriverStatus::Offline => counts.offline += 1,
+            }
+        }
+        counts
     }
 
     /// Puts a driver back as the database saved it, at start-up: seen as long ago

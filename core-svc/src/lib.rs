@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment variables, tariffs and dispatch settings.
-//! - [`server`]: [`run`] wires everything and serves gRPC until shutdown.
+//! - [`server`]: [`run`] wires everything and serves gRPC (and metrics) until
+//!   shutdown.
 //! - [`model`]: domain types. Requests and replies are converted to and from them
 //!   in [`api`]; events are protobuf messages from [`fanout`] on, as they are stored
 //!   and streamed.
@@ -25,6 +26,8 @@
 //!   (commits, positions) and how a lost message is made good from the store.
 //! - [`api`]: the tonic services; converts requests to domain types and checks roles.
 //! - [`error`]: the domain error and the one table that maps it to gRPC codes.
+//! - [`metrics`]: the Prometheus metrics on `--metrics-addr`, and the tower layer
+//!   that counts and times every RPC.
 //!
 //! # Data flow
 //! A mutating RPC is validated and authorised in [`api`], then becomes ONE storage
@@ -64,6 +67,7 @@ pub mod hub;
 pub mod lifecycle;
 pub mod live;
 pub mod liveness;
+pub mod metrics;
 pub mod model;
 pub mod otp;
 pub mod server;

@@ -15,6 +15,7 @@ use crate::dispatch::Schedule;
 use crate::drivers::{Recorded, Registry};
 use crate::error::Error;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::model::{Driver, Location, timestamp};
 use crate::store::{CommitSink, Effects};
 
@@ -24,6 +25,7 @@ pub struct Live {
     pub schedule: Arc<Schedule>,
     /// The other replicas, once connected (never, on a single node).
     pub cluster: OnceLock<Arc<Cluster>>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl CommitSink for Live {
@@ -41,6 +43,11 @@ impl CommitSink for Live {
         if let Some(cluster) = self.cluster.get() {
             cluster.committed(effects);
         }
+        self.metrics.published(effects);
+    }
+
+    fn measured(&self, writes: usize, took: std::time::Duration, ok: bool) {
+        self.metrics.committed(writes, took, ok);
     }
 
     fn writable(&self) -> Result<(), Error> {

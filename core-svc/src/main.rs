@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use core_svc::server::Listeners;
 use core_svc::{Config, run};
 use tokio_util::sync::CancellationToken;
 
@@ -14,19 +15,16 @@ async fn main() -> ExitCode {
         eprintln!("core-svc: {e}");
         return ExitCode::from(2);
     }
-    let listener = match tokio::net::TcpListener::bind(config.grpc_addr).await {
+    let listeners = match Listeners::bind(&config).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!(
-                "core-svc: cannot listen on {} (LOGI_GRPC_ADDR): {e}",
-                config.grpc_addr
-            );
+            eprintln!("core-svc: {e}");
             return ExitCode::from(2);
         }
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(logi::shutdown::on_signal(shutdown.clone()));
-    match run(config, listener, shutdown).await {
+    match run(config, listeners, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("core-svc: {e}");

@@ -1,4 +1,5 @@
-//! Wires the pieces together and serves gRPC until shutdown.
+//! Wires the pieces together and serves gRPC, and metrics beside it, until
+//! shutdown.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -21,6 +22,7 @@ use crate::error::Error;
 use crate::hub::{Hub, Order, fill};
 use crate::live::Live;
 use crate::liveness;
+use crate::metrics::{self, Metrics};
 use crate::store::postgres::Postgres;
 use crate::store::sqlite::Sqlite;
 use crate::store::{CommitSink, Store};
@@ -53,7 +55,38 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves core-svc on `listener` until `shutdown` is cancelled, then ends open
+/// The sockets core-svc serves on, bound before [`run`] so that a port taken
+/// is said at once (and a test can bind port 0 and know where it is).
+pub struct Listeners {
+    pub grpc: TcpListener,
+    /// `None` with `--metrics-addr off`.
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `--grpc-addr` and `--metrics-addr`.
+    ///
+    /// # Errors
+    /// One line naming the address and its variable.
+    pub async fn bind(config: &Config) -> Result<Self, String> {
+        let grpc = TcpListener::bind(config.grpc_addr).await.map_err(|e| {
+            format!(
+                "cannot listen on {} (LOGI_GRPC_ADDR): {e}",
+                config.grpc_addr
+            )
+        })?;
+        let metrics =
+            match config.metrics_addr()? {
+                None => None,
+                Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                    format!("cannot serve metrics on {addr} (LOGI_METRICS_ADDR): {e}")
+                })?),
+            };
+        Ok(Self { grpc, metrics })
+    }
+}
+
+/// Serves core-svc on `listeners` until `shutdown` is cancelled, then ends open
 /// streams, stops background tasks and waits up to the configured grace period for
 /// calls in flight.
 ///
@@ -62,16 +95,23 @@ pub enum ServeError {
 /// failing transport.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     config.validate().map_err(ServeError::Config)?;
+    let Listeners {
+        grpc: listener,
+        metrics: metrics_listener,
+    } = listeners;
     let verifier = Arc::new(config.jwt.verifier().map_err(ServeError::Config)?);
     let registry = Arc::new(Registry::default());
+    let mut metric_registry = logi::metrics::registry();
+    let metrics = Arc::new(Metrics::new(&mut metric_registry));
+    metric_registry.register_collector(Box::new(metrics::Drivers(registry.clone())));
     let schedule = Schedule::new(config.dispatch());
     // This replica, among the others of a cluster: its leases and messages carry it.
     let replica = rand::random_range(1..(1u64 << 62));
-    let (store, live) = open_store(&config, &registry, &schedule).await?;
+    let (store, live) = open_store(&config, &registry, &schedule, &metrics).await?;
     let hub = live.hub.clone();
     let tasks = TaskTracker::new();
     // Hearing the other replicas first: a commit of theirs made while this one
@@ -103,8 +143,16 @@ pub async fn run(
         epoch = store.epoch(),
         pending,
         addr = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
+        metrics = %metrics_listener.as_ref().and_then(|l| l.local_addr().ok()).map_or_else(|| "off".into(), |a| a.to_string()),
         "core-svc ready"
     );
+    if let Some(listener) = metrics_listener {
+        tasks.spawn(metrics::serve(
+            listener,
+            Arc::new(metric_registry),
+            shutdown.clone(),
+        ));
+    }
 
     if hub.order() == Order::Sequenced {
         tasks.spawn(fill::run(hub.clone(), store.clone(), shutdown.clone()));
@@ -132,6 +180,7 @@ pub async fn run(
         streams: logi::caps::Caps::new(config.max_streams_per_principal),
         attachment_queue: config.attachment_queue,
         cluster,
+        metrics: metrics.clone(),
     });
     let auth = api::authenticator(verifier);
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -200,6 +249,9 @@ pub async fn run(
         // waits (a queue and a commit deadline) and by the caller's grpc-timeout.
         .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
         .trace_fn(|req| tracing::info_span!("rpc", path = %req.uri().path()))
+        // Around every service, health and reflection included: one place counts
+        // and times every call.
+        .layer(metrics::rpc::RpcLayer(metrics.rpcs.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -252,6 +304,7 @@ async fn open_store(
     config: &Config,
     registry: &Arc<Registry>,
     schedule: &Arc<Schedule>,
+    metrics: &Arc<Metrics>,
 ) -> Result<(Arc<dyn Store>, Arc<Live>), Error> {
     let mut live_slot = None;
     let order = if config.is_postgres() {
@@ -265,6 +318,7 @@ async fn open_store(
             registry: registry.clone(),
             schedule: schedule.clone(),
             cluster: OnceLock::new(),
+            metrics: metrics.clone(),
         });
         live_slot = Some(live.clone());
         live as Arc<dyn CommitSink>

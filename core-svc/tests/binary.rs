@@ -11,6 +11,8 @@ fn core_svc() -> Command {
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("LOGI_")) {
         cmd.env_remove(key);
     }
+    // Not the default port: tests run side by side.
+    cmd.env("LOGI_METRICS_ADDR", "127.0.0.1:0");
     cmd
 }
 
@@ -146,4 +148,50 @@ async fn an_unreachable_nats_is_named_in_one_line_and_the_exit_is_not_zero() {
         stderr.starts_with("core-svc: cannot connect to NATS at nats://127.0.0.1:1"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_bad_or_taken_metrics_address_is_named_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("logi.db");
+    let db = db.to_str().unwrap();
+    let (code, stderr) = refused_with(&[("LOGI_DATABASE", db), ("LOGI_METRICS_ADDR", "9464")]);
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        stderr,
+        "core-svc: LOGI_METRICS_ADDR \"9464\" is not an address: write host:port (127.0.0.1:9464), or off\n"
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = refused_with(&[("LOGI_DATABASE", db), ("LOGI_METRICS_ADDR", &addr)]);
+    assert_eq!(code, Some(2));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "core-svc: cannot serve metrics on {addr} (LOGI_METRICS_ADDR): "
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn metrics_off_serves_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = core_svc()
+        .env("LOGI_JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("LOGI_DATABASE", dir.path().join("logi.db"))
+        .env("LOGI_GRPC_ADDR", "127.0.0.1:0")
+        .env("LOGI_METRICS_ADDR", "off")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("core-svc ready"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let ready = ready.expect("core-svc never said it was ready");
+    assert!(ready.contains("metrics=off"), "{ready}");
 }

@@ -54,6 +54,7 @@ async fn start(database: &str, nats: &str, log: &std::path::Path) -> Replica {
     let child = Command::new(core_svc_binary())
         .env_clear()
         .env("LOGI_GRPC_ADDR", addr.to_string())
+        .env("LOGI_METRICS_ADDR", "off")
         .env("LOGI_DATABASE", database)
         .env("LOGI_NATS_URL", nats)
         .env("LOGI_JWT_SECRET", SECRET)

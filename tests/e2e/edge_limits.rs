@@ -20,6 +20,14 @@ async fn until_closed(tcp: &mut TcpStream) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// The edge's metrics count `n` handshakes that ended with `outcome`.
+async fn assert_handshakes(edge: &crate::support::edge::Edge, outcome: &str, n: u32) {
+    let (status, text) = edge.get("/metrics").await;
+    assert_eq!(status, 200);
+    let line = format!("logi_ws_handshakes_total{{outcome=\"{outcome}\"}} {n}");
+    assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+}
+
 async fn silent_and_slow_clients_are_dropped_at_the_handshake_deadline(db: Db) {
     let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &["--handshake-timeout", "1s"]).await;
@@ -45,6 +53,7 @@ async fn silent_and_slow_clients_are_dropped_at_the_handshake_deadline(db: Db) {
     tokio::time::timeout(PATIENCE, trickle)
         .await
         .expect("the edge stops reading a head that never ends");
+    assert_handshakes(&edge, "timeout", 2).await;
     edge.stop().await;
     core.stop().await;
 }
@@ -64,6 +73,7 @@ async fn an_oversized_request_head_gets_431(db: Db) {
     );
     // A normal request still works.
     assert_eq!(edge.get("/healthz").await, (200, "ok\n".to_owned()));
+    assert_handshakes(&edge, "431", 1).await;
     edge.stop().await;
     core.stop().await;
 }
@@ -102,6 +112,7 @@ async fn past_the_connection_limit_the_edge_answers_503_with_retry_after(db: Db)
         }
     };
     tokio::time::timeout(PATIENCE, back).await.unwrap();
+    assert_handshakes(&edge, "503", 1).await;
     edge.stop().await;
     core.stop().await;
 }
@@ -133,6 +144,7 @@ async fn a_principal_may_hold_only_so_many_websockets(db: Db) {
         }
     };
     tokio::time::timeout(PATIENCE, again).await.unwrap();
+    assert_handshakes(&edge, "429", 1).await;
     edge.stop().await;
     core.stop().await;
 }

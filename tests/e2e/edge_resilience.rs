@@ -298,6 +298,19 @@ async fn a_client_that_does_not_keep_up_is_closed_with_1013(db: Db) {
         }
     };
     assert_eq!(code, 1013);
+    // Counted as a close by code and as a slow app, by whichever queue filled.
+    let (_, text) = edge.get("/metrics").await;
+    assert!(
+        text.lines()
+            .any(|l| l == r#"logi_ws_closes_total{code="1013"} 1"#),
+        "{text}"
+    );
+    let slow: u32 = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("logi_ws_slow_closes_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u32>().unwrap())
+        .sum();
+    assert_eq!(slow, 1, "{text}");
     edge.stop().await;
     core.stop().await;
 }

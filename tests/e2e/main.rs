@@ -27,5 +27,6 @@ mod edge_public_key;
 mod edge_recover;
 mod edge_resilience;
 mod fleet;
+mod metrics;
 mod ops_page;
 mod readme_grpcurl;

@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::admission::{Slot, Slots};
+use crate::metrics::{Handshake, Metrics};
 
 /// A failing `accept` (out of file descriptors, mostly) is retried after this.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -51,6 +52,7 @@ pub async fn serve(
     router: Router,
     slots: Slots,
     limits: Limits,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
@@ -85,6 +87,7 @@ pub async fn serve(
                     routed(router.clone(), slot.clone(), req)
                 });
                 let conn = http.serve_connection(io, service).with_upgrades();
+                let metrics = metrics.clone();
                 connections.spawn(async move {
                     let mut conn = std::pin::pin!(conn);
                     let done = tokio::select! {
@@ -96,6 +99,11 @@ pub async fn serve(
                     };
                     if let Err(e) = done {
                         tracing::debug!(error = %e, "connection ended with an error");
+                        if e.is_timeout() {
+                            metrics.handshake(Handshake::Timeout);
+                        } else if e.is_parse_too_large() {
+                            metrics.handshake(Handshake::HeadTooLarge);
+                        }
                     }
                 });
             }
@@ -107,6 +115,7 @@ pub async fn serve(
                     continue;
                 };
                 tracing::warn!("connection limit reached: answering 503");
+                metrics.handshake(Handshake::Unavailable);
                 http.keep_alive(false).header_read_timeout(REJECT_TIMEOUT);
                 let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
                     Ok::<_, Infallible>(busy())

@@ -11,7 +11,8 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment variables.
-//! - [`server`]: [`run`] serves HTTP: the WebSocket routes, `/healthz`, `/readyz`.
+//! - [`server`]: [`run`] serves HTTP: the WebSocket routes, `/healthz`, `/readyz`,
+//!   `/metrics`.
 //! - [`ops`]: the operations page at `/ops/`, its files built into the binary.
 //! - [`accept`]: the accept loop: handshake deadline, header limit, connection limit.
 //! - [`admission`]: the connection slots and the per-principal WebSocket cap.
@@ -33,6 +34,7 @@
 //!   one flush each.
 //! - [`close`]: the close codes, and the one place a gRPC status becomes a close
 //!   code or an error frame.
+//! - [`metrics`]: the edge's Prometheus metrics, handles made once at start.
 //!
 //! # Data flow
 //! ```text
@@ -50,6 +52,7 @@ pub mod config;
 pub mod dialect;
 pub mod handshake;
 pub mod inbox;
+pub mod metrics;
 pub mod ops;
 pub mod outbox;
 pub mod resume;

@@ -16,6 +16,7 @@ use std::task::{Context, Poll, ready};
 use axum::extract::ws::{Message, WebSocket};
 use futures::SinkExt;
 use futures::stream::SplitSink;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// Frames written per flush at most, so one flush is not put off indefinitely.
 pub const MAX_BATCH: usize = 64;
@@ -35,14 +36,21 @@ pub struct Outbox {
     limit: usize,
     /// Frames handed to the socket since its last flush.
     unflushed: usize,
+    /// The edge's count of frames left waiting after a write, and this outbox's
+    /// part in it: told only when a write leaves a backlog or clears one, so a
+    /// client that keeps up costs nothing there.
+    backlog: Gauge,
+    reported: usize,
 }
 
 impl Outbox {
-    pub fn new(limit: usize) -> Self {
+    pub fn new(limit: usize, backlog: Gauge) -> Self {
         Self {
             queue: VecDeque::new(),
             limit,
             unflushed: 0,
+            backlog,
+            reported: 0,
         }
     }
 
@@ -91,6 +99,7 @@ impl Outbox {
         }
         ready!(sink.poll_flush_unpin(cx))?;
         self.unflushed = 0;
+        self.report(self.queue.len());
         if self.queue.is_empty() && self.queue.capacity() > KEPT_CAPACITY {
             // A big burst grew the queue: an idle connection keeps little.
             self.queue.shrink_to(KEPT_CAPACITY);
@@ -110,13 +119,29 @@ impl Outbox {
     }
 }
 
+impl Outbox {
+    fn report(&mut self, waiting: usize) {
+        if waiting != self.reported {
+            // Both are at most the queue's length, far below i64::MAX.
+            self.backlog.inc_by(waiting as i64 - self.reported as i64);
+            self.reported = waiting;
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.report(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_full_outbox_refuses_rather_than_grows() {
-        let mut outbox = Outbox::new(2);
+        let mut outbox = Outbox::new(2, Gauge::default());
         assert!(!outbox.busy());
         assert_eq!(outbox.push(Message::Text("a".into())), Ok(()));
         assert_eq!(outbox.push(Message::Text("b".into())), Ok(()));

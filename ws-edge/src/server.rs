@@ -1,7 +1,8 @@
 //! The HTTP side: WebSocket routes (checked before the upgrade; a plain GET with a
 //! good token gets 426), `/healthz` (the process is up), `/readyz` (every
 //! attachment is up, on whichever replica, and some core-svc replica answers its
-//! health check) and the operations page under `/ops/` ([`crate::ops`]).
+//! health check), `/metrics` (Prometheus text) and the operations page under
+//! `/ops/` ([`crate::ops`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::admission::{self, PrincipalCaps, Slot, Slots};
 use crate::attach::Attachments;
 use crate::config::Config;
 use crate::inbox;
+use crate::metrics::{self, Handshake, Metrics};
 use crate::resume;
 use crate::route::Route;
 use crate::session::{self, Recover, Session, Settings, Source};
@@ -86,6 +88,8 @@ struct Edge {
     shutdown: CancellationToken,
     sessions: TaskTracker,
     caps: PrincipalCaps,
+    metrics: Arc<Metrics>,
+    registry: Arc<prometheus_client::registry::Registry>,
 }
 
 /// Serves the edge on `listener` until `shutdown`, then closes every connection
@@ -115,13 +119,17 @@ pub async fn run(
     let upstream = Upstream::new(&config.core_url, credential, config.upstream_outage_limit)
         .map_err(ServeError::Config)?;
     let links = TaskTracker::new();
+    let mut registry = logi::metrics::registry();
+    let metrics = Arc::new(Metrics::new(&mut registry));
     let attachments = Attachments::start(
         &upstream,
         config.attachments,
         config.upstream_outage_limit,
+        &metrics,
         &shutdown,
         &links,
     );
+    registry.register_collector(Box::new(metrics::State(Arc::new(attachments.clone()))));
     let edge = Edge {
         verifier,
         upstream,
@@ -134,10 +142,13 @@ pub async fn run(
         shutdown: shutdown.clone(),
         sessions: TaskTracker::new(),
         caps: PrincipalCaps::new(config.max_connections_per_principal),
+        metrics: metrics.clone(),
+        registry: Arc::new(registry),
     };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(scrape))
         .merge(ops::routes())
         .fallback(upgrade)
         .with_state(edge.clone());
@@ -155,6 +166,7 @@ pub async fn run(
         app,
         Slots::new(max_connections),
         limits,
+        metrics,
         shutdown.clone(),
         config.shutdown_grace,
     )
@@ -182,6 +194,17 @@ async fn readyz(State(edge): State<Edge>) -> Response {
         )
             .into_response()
     }
+}
+
+async fn scrape(State(edge): State<Edge>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            logi::metrics::CONTENT_TYPE,
+        )],
+        logi::metrics::encode(&edge.registry),
+    )
+        .into_response()
 }
 
 /// The opt-in resume of `?recover=1` / `?since=<cursor>` (which implies it).
@@ -289,6 +312,9 @@ async fn upgrade(
         Ok(admitted) => admitted,
         Err(rejection) => {
             tracing::info!(path, status = rejection.status.as_u16(), reason = %rejection.message, "handshake refused");
+            if let Some(outcome) = Handshake::of_status(rejection.status.as_u16()) {
+                edge.metrics.handshake(outcome);
+            }
             return (rejection.status, format!("{}\n", rejection.message)).into_response();
         }
     };
@@ -301,6 +327,7 @@ async fn upgrade(
     };
     let Some(hold) = edge.caps.hold(admission::key(&principal)) else {
         tracing::info!(path, status = 429, principal = %principal.id, "handshake refused: too many connections");
+        edge.metrics.handshake(Handshake::TooMany);
         let message = format!(
             "{} {} already has {} connections open on this edge: close one first\n",
             principal.role.as_str(),
@@ -321,6 +348,7 @@ async fn upgrade(
         Ok(source) => source,
         Err(why) => {
             tracing::warn!(path, reason = %why, "core-svc unavailable at handshake");
+            edge.metrics.handshake(Handshake::Unavailable);
             return unavailable();
         }
     };
@@ -334,7 +362,9 @@ async fn upgrade(
         topics,
         recover,
         held: (slot.map(|Extension(s)| s), hold),
+        metrics: edge.metrics.clone(),
     };
+    edge.metrics.handshake(Handshake::Upgraded);
     let sessions = edge.sessions.clone();
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)

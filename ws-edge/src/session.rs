@@ -32,6 +32,7 @@ use crate::close;
 use crate::dialect::{self, Audience, inbound};
 use crate::inbox::{self, Inbox};
 use crate::inbox::{Ended, Item};
+use crate::metrics::{FrameType, Inbound, Metrics, Slow};
 use crate::outbox::{Outbox, Sink};
 use crate::resume;
 use crate::route::Route;
@@ -65,6 +66,7 @@ pub struct Session {
     pub recover: Option<Recover>,
     /// The connection's place under the edge's limits, given back when the session ends.
     pub held: (Option<Slot>, PrincipalHold),
+    pub metrics: Arc<Metrics>,
 }
 
 /// Where a session's frames come from; set up before the upgrade, so the app's
@@ -161,6 +163,8 @@ struct End {
     /// `None`: the connection is gone, there is nobody to tell.
     code: Option<u16>,
     reason: String,
+    /// Closed as slow: the queue that overflowed.
+    slow: Option<Slow>,
 }
 
 impl End {
@@ -168,6 +172,7 @@ impl End {
         Self {
             code: Some(code),
             reason: reason.into(),
+            slow: None,
         }
     }
 
@@ -175,6 +180,7 @@ impl End {
         Self {
             code: None,
             reason: "client went away".into(),
+            slow: None,
         }
     }
 
@@ -182,14 +188,23 @@ impl End {
         Self {
             code: None,
             reason: "the socket took nothing for too long".into(),
+            slow: None,
         }
     }
 
+    /// The outbox is full.
     fn slow() -> Self {
-        Self::close(
-            close::TRY_AGAIN_LATER,
-            "too slow: frames were not read in time, reconnect",
-        )
+        Self::slow_at(Slow::Outbox)
+    }
+
+    fn slow_at(queue: Slow) -> Self {
+        Self {
+            slow: Some(queue),
+            ..Self::close(
+                close::TRY_AGAIN_LATER,
+                "too slow: frames were not read in time, reconnect",
+            )
+        }
     }
 
     /// Whether frames already queued should still be written before the close: not
@@ -220,7 +235,11 @@ impl Session {
 
     async fn connected(mut self, mut source: Incoming, socket: WebSocket) {
         let (mut sink, mut incoming) = socket.split();
-        let mut out = Outbox::new(self.settings.outbound_queue);
+        let _connected = self.metrics.connected(self.route, self.principal.role);
+        let mut out = Outbox::new(
+            self.settings.outbound_queue,
+            self.metrics.outbox_backlog.clone(),
+        );
         tracing::debug!(principal = %self.principal.id, role = self.principal.role.as_str(), route = ?self.route.dialect, "connected");
         let end = self
             .serve(&mut source, &mut sink, &mut incoming, &mut out)
@@ -228,6 +247,10 @@ impl Session {
         // Off the topics before the goodbye, which may take a while.
         drop(source);
         tracing::debug!(principal = %self.principal.id, code = ?end.code, reason = %end.reason, "closing");
+        self.metrics.closed(end.code);
+        if let Some(queue) = end.slow {
+            self.metrics.slow(queue);
+        }
         let Some(code) = end.code else { return };
         let last_words = async {
             if end.drains() {
@@ -260,6 +283,7 @@ impl Session {
         out: &mut Outbox,
     ) -> End {
         let mut delivery = Delivery {
+            metrics: self.metrics.clone(),
             audience: audience(self.route, &self.principal),
             topics: std::mem::take(&mut self.topics),
             recover: self.recover.take(),
@@ -319,6 +343,8 @@ impl Session {
                         }
                         Some(Ok(Message::Binary(_))) => {
                             heartbeat.answered();
+                            self.metrics.received(Inbound::Error);
+                            self.metrics.frames_sent(FrameType::Error, 1);
                             let error = dialect::error_frame("binary frames are not supported: send JSON text");
                             if let Err(end) = enqueue(out, &error) {
                                 return end;
@@ -356,7 +382,7 @@ impl Session {
                         }
                         source.give_back(items);
                     }
-                    Err(Ended::Slow) => return End::slow(),
+                    Err(Ended::Slow) => return End::slow_at(Slow::Inbox),
                     Err(Ended::Feed(end)) => {
                         tracing::warn!(principal = %self.principal.id, ?end, "core-svc feed ended");
                         return End::close(end.close_code(), feed_end_reason(&end));
@@ -389,6 +415,7 @@ impl Session {
                 "only drivers may send their location".to_owned()
             }
             Ok(position) => {
+                self.metrics.received(Inbound::Location);
                 let driver = &self.principal.id;
                 self.attachments
                     .relay(driver.as_str())
@@ -396,6 +423,8 @@ impl Session {
                 return Ok(());
             }
         };
+        self.metrics.received(Inbound::Error);
+        self.metrics.frames_sent(FrameType::Error, 1);
         enqueue(out, &dialect::error_frame(&refusal))
     }
 }
@@ -409,6 +438,7 @@ fn feed_end_reason(end: &FeedEnd) -> &'static str {
 
 /// Turns a connection's events into its frames.
 struct Delivery {
+    metrics: Arc<Metrics>,
     audience: Audience,
     topics: Vec<String>,
     recover: Option<Recover>,
@@ -439,6 +469,7 @@ impl Delivery {
         {
             let frame =
                 dialect::resync_frame(&self.audience, "invalid_cursor", &refused.to_string());
+            self.metrics.frames_sent(FrameType::Resync, 1);
             enqueue(out, &stamped(frame, before))?;
         }
         let frames = match kind {
@@ -459,10 +490,12 @@ impl Delivery {
                     dialect::resync_reason(r.reason),
                     &r.detail,
                 );
+                self.metrics.frames_sent(FrameType::Resync, 1);
                 return enqueue(out, &stamped(frame, before));
             }
             Kind::Snapshot(snap) => {
                 let frames = dialect::snapshot(snap, &event.topic, &self.audience);
+                self.metrics.frames_sent(FrameType::Snapshot, frames.len());
                 let last = frames.len().saturating_sub(1);
                 // Bounded by core-svc (a few dozen bookings and offers), and allowed
                 // past the outbox's limit: an app with many bookings is not slow.
@@ -474,6 +507,7 @@ impl Delivery {
             }
             _ => dialect::render(event, &self.audience),
         };
+        self.metrics.frames_sent(FrameType::of(kind), frames.len());
         for frame in frames {
             enqueue(out, &stamped(frame, after))?;
         }

@@ -5,7 +5,8 @@
 //! - [`system`]: starts core-svc and ws-edge as child processes (their own `/proc`
 //!   entries, so their CPU and memory are measured apart from the load), with a
 //!   temporary database and a fresh secret, and stops them at the end.
-//! - [`procfs`]: CPU seconds and resident memory of a process, from `/proc`.
+//! - [`procfs`]: CPU seconds and resident memory of a process, from `/proc` (the
+//!   `logi` library's, which the metrics of both binaries read too).
 //! - [`report`]: the printed table, the JSON result and the SVG chart of a run.
 //! - [`socket`]: WebSocket clients spread over loopback source addresses, and the
 //!   open-file limit.
@@ -33,7 +34,7 @@ pub mod fixture;
 pub mod floor;
 pub mod holder;
 pub mod lifecycle;
-pub mod procfs;
+pub use logi::procfs;
 pub mod report;
 pub mod socket;
 pub mod storm;

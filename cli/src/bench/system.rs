@@ -218,6 +218,9 @@ impl System {
             let mut args: Vec<String> = vec![
                 "--grpc-addr".into(),
                 "127.0.0.1:0".into(),
+                // Metrics on, as in production, on a port of their own.
+                "--metrics-addr".into(),
+                "127.0.0.1:0".into(),
                 "--database".into(),
                 db.clone(),
             ];

@@ -41,6 +41,7 @@ use super::replay::{Replay, Stop};
 use crate::cursor::{self, Refusal};
 use crate::error::Error;
 use crate::hub::{EPHEMERAL_SPAN, Next, Subscription};
+use crate::metrics::Lagged;
 use crate::store::TopicState;
 
 /// Topic starts read at once per attachment.
@@ -163,6 +164,7 @@ fn serve(
                         match n {
                             Next::Event(event) => route(&mut topics, &mut held, event, &mut batch),
                             Next::Lagged => {
+                                core.metrics.lagged(Lagged::Attach);
                                 yield Err(Status::resource_exhausted(
                                     "this edge fell behind and was cut off: attach again with each topic's last cursor",
                                 ));
@@ -178,6 +180,7 @@ fn serve(
                         }
                     }
                     if held > limit {
+                        core.metrics.lagged(Lagged::Attach);
                         yield Err(Status::resource_exhausted(
                             "this edge fell behind while topics were starting: attach again with each topic's last cursor",
                         ));
@@ -203,6 +206,10 @@ fn serve(
             }
             while reading.len() < MAX_STARTING && let Some((generation, ask)) = queued.pop_front() {
                 reading.push(read(core.clone(), generation, ask));
+            }
+            if !batch.is_empty() {
+                // Sampled once per turn, not per event: how far behind the edge is.
+                core.metrics.attach_queued(sub.queued() + held);
             }
             // A start may bring thousands at once: no batch is larger than MAX_BATCH.
             while !batch.is_empty() {

@@ -238,7 +238,15 @@ impl BookingService for BookingApi {
         let (id, driver) = self
             .acting_driver(&p, r.booking_id, &r.driver_id, false)
             .await?;
-        let booking = self.0.store.verify_otp(id, driver.clone(), r.otp).await?;
+        let booking = match self.0.store.verify_otp(id, driver.clone(), r.otp).await {
+            Ok(booking) => booking,
+            Err(e) => {
+                if let Error::WrongOtp { left, .. } = e {
+                    self.0.metrics.wrong_otp(left == 0);
+                }
+                return Err(e.into());
+            }
+        };
         tracing::info!(booking = id, %driver, "trip started");
         Ok(reply(&booking))
     }

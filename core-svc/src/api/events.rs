@@ -30,6 +30,7 @@ use crate::cursor::{self, Refusal};
 use crate::error::Error;
 use crate::hub::{EPHEMERAL_SPAN, Next, Subscription};
 use crate::live;
+use crate::metrics::Lagged;
 use crate::model::timestamp;
 use crate::store::{TopicSnapshot, TopicState};
 
@@ -374,6 +375,7 @@ fn events(
                     yield Ok((*event).clone());
                 }
                 Live::Next(Next::Lagged) => {
+                    core.metrics.lagged(Lagged::Subscribe);
                     yield Err(Status::resource_exhausted(
                         "this subscriber fell behind and was cut off: subscribe again with the cursor of the last event it processed",
                     ));
@@ -425,6 +427,7 @@ mod tests {
                 registry: registry.clone(),
                 schedule: schedule.clone(),
                 cluster: std::sync::OnceLock::new(),
+                metrics: Arc::default(),
             };
             Arc::new(live) as Arc<dyn CommitSink>
         })
@@ -447,6 +450,7 @@ mod tests {
             streams: logi::caps::Caps::new(2),
             cluster: None,
             attachment_queue: 1024,
+            metrics: Arc::default(),
         })
     }
 

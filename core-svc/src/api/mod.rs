@@ -45,6 +45,7 @@ pub struct Core {
     pub attachment_queue: usize,
     /// The other replicas, in a cluster.
     pub cluster: Option<Arc<Cluster>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The interceptor in front of every logi service: verifies `authorization: Bearer`

@@ -584,6 +584,11 @@ impl Subscription {
         }
     }
 
+    /// Events queued for this subscriber now.
+    pub fn queued(&self) -> usize {
+        self.rx.len()
+    }
+
     /// The next queued event if one is there now, without waiting.
     pub fn try_next(&mut self) -> Option<Next> {
         match self.rx.try_recv() {

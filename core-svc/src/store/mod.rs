@@ -61,6 +61,12 @@ pub trait CommitSink: Send + Sync + 'static {
     fn writable(&self) -> Result<(), Error> {
         Ok(())
     }
+
+    /// How a commit went, for the metrics: `writes` committed together, `took`
+    /// by the commit itself, `ok` when it succeeded.
+    fn measured(&self, writes: usize, took: std::time::Duration, ok: bool) {
+        let _ = (writes, took, ok);
+    }
 }
 
 /// A filter and page of ListBookings.

@@ -103,54 +103,12 @@ impl Edge {
 
     /// A plain HTTP GET on the edge's port: status and body.
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let answer = self.request(path, &[]).await;
-        (answer.status, answer.body)
+        super::http_get(self.addr, path).await
     }
 
     /// A plain HTTP GET on the edge's port with extra request headers.
-    pub async fn request(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut tcp = TcpStream::connect(self.addr).await.unwrap();
-        let mut req = format!("GET {path} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n");
-        for (name, value) in headers {
-            req.push_str(&format!("{name}: {value}\r\n"));
-        }
-        req.push_str("\r\n");
-        tcp.write_all(req.as_bytes()).await.unwrap();
-        let mut raw = String::new();
-        tokio::time::timeout(PATIENCE, tcp.read_to_string(&mut raw))
-            .await
-            .unwrap()
-            .unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-        let mut lines = head.lines();
-        let status = lines.next().unwrap().split_whitespace().nth(1).unwrap();
-        Answer {
-            status: status.parse().unwrap(),
-            headers: lines
-                .filter_map(|l| l.split_once(':'))
-                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-                .collect(),
-            body: body.to_owned(),
-        }
-    }
-}
-
-/// A plain HTTP answer: status, headers (names in lower case) and body.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Answer {
-    /// The value of header `name` (lower case), if present.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+    pub async fn request(&self, path: &str, headers: &[(&str, &str)]) -> super::Answer {
+        super::http_request(self.addr, path, headers).await
     }
 }
 

@@ -36,6 +36,8 @@ pub fn token(role: Role, sub: &str) -> String {
 
 pub struct Core {
     pub addr: SocketAddr,
+    /// Where its `/metrics` is served.
+    pub metrics: SocketAddr,
     shutdown: CancellationToken,
     handle: JoinHandle<Result<(), core_svc::server::ServeError>>,
 }
@@ -47,18 +49,28 @@ pub async fn spawn_core(db: &Db, extra: &[&str]) -> Core {
 
 /// Starts core-svc on a given address (to restart one where it was).
 pub async fn spawn_core_on(addr: &str, db: &Db, extra: &[&str]) -> Core {
-    let mut args = vec!["core-svc", "--database", db.location()];
+    let mut args = vec![
+        "core-svc",
+        "--database",
+        db.location(),
+        "--grpc-addr",
+        addr,
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ];
     if !extra.contains(&"--jwt-public-key") {
         args.extend_from_slice(&["--jwt-secret", SECRET]);
     }
     args.extend_from_slice(extra);
     let config = <core_svc::Config as clap::Parser>::try_parse_from(args).unwrap();
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listeners = core_svc::server::Listeners::bind(&config).await.unwrap();
+    let addr = listeners.grpc.local_addr().unwrap();
+    let metrics = listeners.metrics.as_ref().unwrap().local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(core_svc::run(config, listener, shutdown.clone()));
+    let handle = tokio::spawn(core_svc::run(config, listeners, shutdown.clone()));
     Core {
         addr,
+        metrics,
         shutdown,
         handle,
     }
@@ -85,6 +97,58 @@ impl Core {
 
     pub async fn as_(&self, role: Role, sub: &str) -> Client {
         Client::new(self.channel().await, &token(role, sub))
+    }
+}
+
+/// A plain HTTP GET: status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let answer = http_request(addr, path, &[]).await;
+    (answer.status, answer.body)
+}
+
+/// A plain HTTP GET with extra request headers.
+pub async fn http_request(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    tokio::time::timeout(PATIENCE, tcp.read_to_string(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap();
+    Answer {
+        status: status.parse().unwrap(),
+        headers: lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect(),
+        body: body.to_owned(),
+    }
+}
+
+/// A plain HTTP answer: status, headers (names in lower case) and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    /// The value of header `name` (lower case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 

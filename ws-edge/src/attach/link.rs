@@ -38,6 +38,7 @@ pub struct Link {
     /// This attachment's own connection to each replica.
     pub channels: Arc<[Channel]>,
     pub outage_limit: Duration,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The current outage, from its first failure.
@@ -59,6 +60,7 @@ impl Link {
                 () = shutdown.cancelled() => return,
                 ended = self.attached(replica) => ended,
             };
+            self.metrics.attachment_breaks.inc();
             if was_up {
                 rotation.up();
                 outage = None;

@@ -55,6 +55,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::dialect::Audience;
 use crate::inbox::{Ended, Inbox};
+use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 use registry::Registry;
 
@@ -71,9 +72,9 @@ const UP: u8 = 1;
 const DOWN: u8 = 2;
 
 impl Shard {
-    fn new() -> Self {
+    fn new(metrics: Arc<Metrics>) -> Self {
         Self {
-            registry: Mutex::default(),
+            registry: Mutex::new(Registry::new(metrics)),
             wanted: Notify::new(),
             status: AtomicU8::new(CONNECTING),
         }
@@ -114,6 +115,14 @@ pub struct Attachments {
     relays: Arc<[Arc<relay::Relay>]>,
 }
 
+impl std::fmt::Debug for Attachments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachments")
+            .field("count", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
 fn pick<'a, T>(all: &'a [T], key: &str) -> &'a T {
     let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
     // The remainder is below the length, which is a usize.
@@ -127,12 +136,17 @@ impl Attachments {
         upstream: &Upstream,
         count: usize,
         outage_limit: Duration,
+        metrics: &Arc<Metrics>,
         shutdown: &CancellationToken,
         tasks: &TaskTracker,
     ) -> Self {
         let count = count.max(1);
-        let shards: Arc<[Arc<Shard>]> = (0..count).map(|_| Arc::new(Shard::new())).collect();
-        let relays: Arc<[Arc<relay::Relay>]> = (0..count).map(|_| Arc::default()).collect();
+        let shards: Arc<[Arc<Shard>]> = (0..count)
+            .map(|_| Arc::new(Shard::new(metrics.clone())))
+            .collect();
+        let relays: Arc<[Arc<relay::Relay>]> = (0..count)
+            .map(|_| Arc::new(relay::Relay::new(metrics.clone())))
+            .collect();
         for (index, (shard, relay)) in shards.iter().zip(relays.iter()).enumerate() {
             let channels = upstream.connections();
             let link = link::Link {
@@ -141,6 +155,7 @@ impl Attachments {
                 upstream: upstream.clone(),
                 channels: channels.clone(),
                 outage_limit,
+                metrics: metrics.clone(),
             };
             tasks.spawn(link.run(shutdown.clone()));
             tasks.spawn(
@@ -156,6 +171,23 @@ impl Attachments {
     /// `/readyz`: an edge with one down refuses the apps of its topics).
     pub fn ready(&self) -> bool {
         self.shards.iter().all(|s| s.status() == UP)
+    }
+
+    /// How many attachments there are.
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Always false: there is at least one attachment.
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    /// For the metrics: attachments up, and topics watched over all of them.
+    pub fn state(&self) -> (usize, usize) {
+        let up = self.shards.iter().filter(|s| s.status() == UP).count();
+        let topics = self.shards.iter().map(|s| s.registry().topics()).sum();
+        (up, topics)
     }
 
     /// The attachment that carries `topic`.

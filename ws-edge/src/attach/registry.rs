@@ -26,6 +26,7 @@ use logi::pb::{self, event::Kind};
 
 use crate::dialect::{self, Audience};
 use crate::inbox::{Ended, Inbox};
+use crate::metrics::{FrameType, Metrics};
 use crate::route::Dialect;
 
 /// Watches per request at most, so a storm of new topics goes out in pieces
@@ -39,6 +40,7 @@ pub struct Registry {
     dirty: Vec<String>,
     /// Topics nobody reads any more, to unwatch.
     unwatch: Vec<String>,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Default)]
@@ -101,6 +103,18 @@ impl Entry {
 }
 
 impl Registry {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            ..Self::default()
+        }
+    }
+
+    /// Topics watched (or about to be).
+    pub fn topics(&self) -> usize {
+        self.topics.len()
+    }
+
     /// Adds `inbox` to `topic`'s readers, waiting for a snapshot. True when the
     /// link has something new to ask for.
     pub fn join(&mut self, topic: &str, inbox: &Arc<Inbox>, audience: &Audience) -> bool {
@@ -253,7 +267,8 @@ impl Registry {
                         continue;
                     }
                     entry.cursor = Some(cursor);
-                    deliver(entry, &event);
+                    let sent = deliver(entry, &event);
+                    self.metrics.frames_sent(FrameType::of(kind), sent);
                     unwatched |= self.forget_if_empty(&event.topic);
                 }
             }
@@ -303,8 +318,9 @@ fn each_member(entry: &mut Entry, mut f: impl FnMut(&mut Member, &Inbox)) {
 }
 
 /// A live event: rendered once per group that has a session past its snapshot,
-/// the same bytes queued to each of them.
-fn deliver(entry: &mut Entry, event: &pb::Event) {
+/// the same bytes queued to each of them. How many frames were queued in all.
+fn deliver(entry: &mut Entry, event: &pb::Event) -> usize {
+    let mut sent = 0;
     for group in &mut entry.groups {
         let mut frames: Option<Vec<Utf8Bytes>> = None;
         group.members.retain_mut(|m| {
@@ -314,11 +330,13 @@ fn deliver(entry: &mut Entry, event: &pb::Event) {
             if !m.waiting {
                 let frames = frames.get_or_insert_with(|| render(event, &group.audience));
                 inbox.push_frames(frames);
+                sent += frames.len();
             }
             true
         });
     }
     entry.groups.retain(|g| !g.members.is_empty());
+    sent
 }
 
 /// An event's frames for `audience`, as the text every session of its group is

@@ -31,6 +31,7 @@ use tonic::{Code, Status};
 use crate::close;
 use crate::dialect::{self, inbound::Position};
 use crate::inbox::Inbox;
+use crate::metrics::{FrameType, Metrics};
 use crate::upstream::{Rotation, Upstream};
 
 /// Positions per batch at most (core-svc takes up to 1024).
@@ -43,6 +44,7 @@ pub const IN_FLIGHT: usize = 4;
 pub struct Relay {
     state: Mutex<Waiting>,
     wanted: Notify,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Default)]
@@ -58,6 +60,13 @@ struct Waiting {
 type Sent = Vec<Weak<Inbox>>;
 
 impl Relay {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            ..Self::default()
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, Waiting> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -156,7 +165,7 @@ impl Relay {
                         let Some(sent) = in_flight.pop_front() else {
                             break Status::internal("core-svc answered a batch that was not sent");
                         };
-                        answered(&sent, &result);
+                        answered(&sent, &result, &self.metrics);
                     }
                     Ok(None) => break Status::unavailable("core-svc ended the location relay"),
                     Err(status) => break status,
@@ -178,6 +187,7 @@ impl Relay {
         // Never to be answered now: their drivers send the next one.
         let lost = error_frame(&close::location_error(&Status::unavailable("")));
         for inbox in in_flight.iter().flatten().filter_map(Weak::upgrade) {
+            self.metrics.frames_sent(FrameType::Error, 1);
             inbox.push_frames(std::slice::from_ref(&lost));
         }
         (status, true)
@@ -189,7 +199,7 @@ fn error_frame(message: &str) -> Utf8Bytes {
 }
 
 /// Tells the sessions of a batch's refused positions.
-fn answered(sent: &Sent, result: &pb::LocationBatchResult) {
+fn answered(sent: &Sent, result: &pb::LocationBatchResult, metrics: &Metrics) {
     for refused in &result.refused {
         let inbox = usize::try_from(refused.index)
             .ok()
@@ -197,6 +207,7 @@ fn answered(sent: &Sent, result: &pb::LocationBatchResult) {
             .and_then(Weak::upgrade);
         if let Some(inbox) = inbox {
             let status = Status::new(Code::from(refused.code), refused.message.clone());
+            metrics.frames_sent(FrameType::Error, 1);
             inbox.push_frames(&[error_frame(&close::location_error(&status))]);
         }
     }
@@ -242,7 +253,7 @@ mod tests {
                 message: "driver 9 is not registered".into(),
             }],
         };
-        answered(&sent, &result);
+        answered(&sent, &result, &Metrics::default());
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(first.poll_take(&mut cx, 8).is_pending());
         let std::task::Poll::Ready(Ok(items)) = second.poll_take(&mut cx, 8) else {

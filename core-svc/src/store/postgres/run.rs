@@ -63,7 +63,7 @@ impl Runner {
             let mut client = pool.get().await?;
             let mut retried = 0;
             loop {
-                match attempt(&mut client, epoch, &mut body).await {
+                match attempt(&mut client, epoch, &mut body, sink.as_ref()).await {
                     Ok((value, fx)) => {
                         if catch_unwind(AssertUnwindSafe(|| sink.committed(&fx))).is_err() {
                             // Committed effects failed to reach the live side:
@@ -151,11 +151,14 @@ async fn attempt<T>(
     client: &mut Client,
     epoch: u64,
     body: &mut Body<T>,
+    sink: &dyn CommitSink,
 ) -> Result<(T, crate::store::Effects), Error> {
     let mut tx = PgTx::new(client.transaction().await?, epoch);
     let value = body(&mut tx).await?;
-    let fx = tx.commit().await?;
-    Ok((value, fx))
+    let started = std::time::Instant::now();
+    let fx = tx.commit().await;
+    sink.measured(1, started.elapsed(), fx.is_ok());
+    Ok((value, fx?))
 }
 
 /// Whether `e` is a serialization failure (40001) or a deadlock (40P01): the

@@ -7,7 +7,7 @@
 //! of the batch gets the error.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
@@ -51,6 +51,7 @@ impl Writer {
         sink: Arc<dyn CommitSink>,
     ) -> Result<Self, Error> {
         let (jobs, mut queue) = mpsc::channel::<Job>(WRITE_QUEUE);
+        let measured = sink.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
@@ -60,7 +61,7 @@ impl Writer {
                         let Ok(job) = queue.try_recv() else { break };
                         batch.push(job);
                     }
-                    commit_batch(&mut conn, batch);
+                    commit_batch(&mut conn, batch, measured.as_ref());
                 }
             })
             .map_err(|e| Error::storage_from("cannot start the writer thread", e))?;
@@ -147,7 +148,7 @@ impl Writer {
 }
 
 /// Runs a batch of jobs in one IMMEDIATE transaction and completes them in order.
-fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
+fn commit_batch(conn: &mut Connection, batch: Vec<Job>, sink: &dyn CommitSink) {
     use std::panic::{AssertUnwindSafe, catch_unwind};
     if !conn.is_autocommit() {
         // A transaction left open (a failed rollback): end it, or no write could begin.
@@ -178,6 +179,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
             Err(_) => tracing::error!("a database write panicked; that write was rolled back"),
         }
     }
+    let started = Instant::now();
     let committed = if tx.is_autocommit() {
         Err(Error::Unavailable(
             "core-svc's database rolled the write back (disk full or I/O error): nothing was changed, retry later"
@@ -186,6 +188,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
     } else {
         tx.commit().map_err(Error::from)
     };
+    sink.measured(done.len(), started.elapsed(), committed.is_ok());
     for d in done {
         if catch_unwind(AssertUnwindSafe(|| d(committed.clone()))).is_err() {
             // Committed effects failed to reach the live side: subscribers and the
