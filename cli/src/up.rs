@@ -310,6 +310,8 @@ fn print_banner(addrs: &Addrs, signer: &Signer, ttl: Duration) -> anyhow::Result
         println!("  ws-edge metrics   http://{ws_host}/metrics");
     }
     println!();
+    println!("  operations page   http://{ws_host}/ops/#token={admin}");
+    println!();
     println!("Tokens, valid for {ttl_text}:");
     println!("  export RIDER_TOKEN={rider}   # user 12");
     println!("  export DRIVER_TOKEN={driver}   # driver 45");

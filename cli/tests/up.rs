@@ -60,10 +60,12 @@ async fn up_runs_both_services_with_a_generated_secret_and_token_mints_for_it() 
         .lines()
         .map_while(Result::ok);
     let mut metrics = Vec::new();
+    let mut ops_page = None;
     let rider_url = loop {
         let line = banner.next().expect("the banner names the rider URL");
         match line.split_whitespace().collect::<Vec<_>>().as_slice() {
             [_, "metrics", url] => metrics.push(url.to_string()),
+            ["operations", "page", url] => ops_page = Some(url.to_string()),
             ["rider", url, ..] => break url.to_string(),
             _ => {}
         }
@@ -108,6 +110,20 @@ async fn up_runs_both_services_with_a_generated_secret_and_token_mints_for_it() 
             == r#"logi_ws_connections{route="/regular_user/ws/bookings/",dialect="channels",role="user"} 1"#),
         "{edge}"
     );
+
+    // The operations page it names loads, and its token is an admin's: the page's
+    // own connection (the fleet) is admitted.
+    let ops_page = ops_page.expect("the banner names the operations page");
+    let (page, admin) = ops_page.split_once("#token=").unwrap();
+    assert!(scrape(page).await.contains("<title>"), "{page}");
+    let fleet = format!(
+        "{}/ws?token={admin}&fleet=1",
+        page.replace("http://", "ws://").trim_end_matches("/ops/")
+    );
+    let (_console, response) = tokio_tungstenite::connect_async(&fleet)
+        .await
+        .expect("the page's token watches the fleet");
+    assert_eq!(response.status(), 101);
 
     // Ctrl-C stops both; the connected app is told the server is going away.
     assert!(
