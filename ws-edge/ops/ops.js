@@ -40,6 +40,9 @@
   // ---- connection ---------------------------------------------------------
 
   let socket = null;
+  // Counts calls of connect(): a preflight answer that comes after a newer
+  // connect() began (a second sign-in, a changed #token=) is dropped.
+  let connects = 0;
   let attempt = 0;
   let retryAt = 0;
   let retryTimer = 0;
@@ -98,7 +101,10 @@
   }
 
   async function connect() {
+    const generation = ++connects;
     clearRetry();
+    // One socket at a time: frames of an old one would be applied twice.
+    closeSocket();
     const token = storedToken();
     if (!token) {
       askForToken('');
@@ -120,9 +126,10 @@
       status = answer.status;
       reason = (await answer.text()).trim();
     } catch {
-      retry('the edge does not answer');
+      if (generation === connects) retry('the edge does not answer');
       return;
     }
+    if (generation !== connects) return;
     if (status === 401) {
       askForToken(`Token refused: ${reason}. Paste a fresh admin token.`);
       return;
@@ -148,11 +155,13 @@
     const ws = new WebSocket(`${scheme}://${location.host}${path}`);
     socket = ws;
     ws.onopen = () => {
+      if (socket !== ws) return;
       attempt = 0;
       setConnection('live');
       addEvent('Connected', 'ok');
     };
     ws.onmessage = (message) => {
+      if (socket !== ws) return; // a socket closed on purpose may still deliver
       let frame;
       try {
         frame = JSON.parse(message.data);

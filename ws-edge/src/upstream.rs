@@ -37,6 +37,10 @@ use tonic::{Request, Status, Streaming};
 
 use crate::close::{self, StreamEnd};
 
+/// The largest message of an event stream the edge takes: a batch with the
+/// fleet's snapshot (up to core-svc's 20,000 drivers, about 2 MB) must fit, with
+/// room for the batch's other events (tonic's default is 4 MiB).
+const MAX_EVENTS_MESSAGE: usize = 16 * 1024 * 1024;
 /// Lifetime of a minted service token; core-svc does not end `service` streams when
 /// it expires, so only new calls need a fresh one.
 const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -281,7 +285,8 @@ impl Upstream {
             heads: true,
             snapshots: true,
         })?;
-        let mut client = EventServiceClient::new(self.0.replicas[replica].channel.clone());
+        let mut client = EventServiceClient::new(self.0.replicas[replica].channel.clone())
+            .max_decoding_message_size(MAX_EVENTS_MESSAGE);
         opened("Subscribe", client.subscribe(req)).await
     }
 
@@ -306,7 +311,8 @@ impl Upstream {
         requests: impl Stream<Item = pb::AttachRequest> + Send + 'static,
     ) -> Result<Streaming<pb::EventBatch>, Status> {
         let req = self.request(requests)?;
-        let mut client = EventServiceClient::new(channel);
+        let mut client =
+            EventServiceClient::new(channel).max_decoding_message_size(MAX_EVENTS_MESSAGE);
         opened("Attach", client.attach(req)).await
     }
 

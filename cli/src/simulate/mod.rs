@@ -228,6 +228,9 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
         _ = stop.cancelled() => {
             // Drivers already online go unseen after core-svc's staleness limit.
             println!("Stopped while the fleet was coming up.");
+            if args.check {
+                bail!("--check: stopped before the fleet was up, so nothing was checked");
+            }
             return Ok(());
         }
     };
@@ -340,6 +343,14 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
         .stats
         .failures
         .load(std::sync::atomic::Ordering::Relaxed);
+    let created = world
+        .ledger
+        .stats
+        .created
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if created == 0 {
+        bail!("--check: no booking was made, so nothing was checked (a longer --duration?)");
+    }
     if !problems.is_empty() || failed > 0 {
         bail!(
             "--check: {} problems in riders' frames, {failed} unexpected failures",

@@ -31,7 +31,7 @@ use crate::error::Error;
 use crate::hub::{EPHEMERAL_SPAN, Next, Subscription};
 use crate::live;
 use crate::metrics::Lagged;
-use crate::model::timestamp;
+use crate::model::{Driver, DriverStatus, Location, timestamp};
 use crate::store::{TopicSnapshot, TopicState};
 
 /// Topics one subscription may read.
@@ -63,6 +63,10 @@ struct TopicStart {
     /// Read with `state` when the stream asked for snapshots and this start needs one.
     snapshot: Option<pb::Snapshot>,
 }
+
+/// Drivers the `fleet` snapshot lists at most (about 85 bytes each), so that it
+/// stays one message an edge takes (see ws-edge's `MAX_EVENTS_MESSAGE`).
+pub const FLEET_SNAPSHOT_DRIVERS: usize = 20_000;
 
 /// The snapshot as the stream carries it; the OTP goes only to the rider's topic.
 fn snapshot_pb(topic: &Topic, snap: &TopicSnapshot) -> pb::Snapshot {
@@ -117,7 +121,14 @@ impl Core {
                 // Read after the topic's state: positions are ephemeral, and every one
                 // recorded after this read follows it live.
                 let mut drivers = self.registry.all();
-                drivers.sort_unstable_by(|a, b| a.0.id.as_str().cmp(b.0.id.as_str()));
+                // Past the limit, the drivers offline (or silent) are left out first.
+                let off = |d: &(Driver, Option<Location>, bool)| {
+                    d.2 || d.0.status == DriverStatus::Offline
+                };
+                drivers.sort_unstable_by(|a, b| {
+                    (off(a), a.0.id.as_str()).cmp(&(off(b), b.0.id.as_str()))
+                });
+                drivers.truncate(FLEET_SNAPSHOT_DRIVERS);
                 snap.drivers = drivers
                     .iter()
                     .map(|(d, l, unseen)| live::fleet_pb(d, l.as_ref(), *unseen))
