@@ -138,6 +138,46 @@ async fn an_admin_watches_every_driver_move(db: Db) {
     core.stop().await;
 }
 
+async fn a_fleet_of_thousands_fits_its_snapshot(db: Db) {
+    let core = spawn_core(&db, &[]).await;
+    let edge = spawn_edge(core.addr, &[]).await;
+    let service = core.as_(Role::Service, "backend").await;
+    // More drivers than one 64 KiB frame can list (about 100 bytes each).
+    const DRIVERS: usize = 2000;
+    for chunk in (0..DRIVERS).collect::<Vec<_>>().chunks(100) {
+        let online = chunk.iter().map(|i| {
+            let mut service = service.clone();
+            async move {
+                service
+                    .locations
+                    .set_driver_status(pb::SetDriverStatusRequest {
+                        driver_id: format!("d{i}"),
+                        status: pb::DriverStatus::Available as i32,
+                        vehicle_type: "car".into(),
+                    })
+                    .await
+                    .unwrap();
+            }
+        });
+        futures::future::join_all(online).await;
+    }
+    let mut console = edge
+        .connect_with("/ws", &token(Role::Admin, "ops"), "&fleet=1")
+        .await;
+    let snapshot = console.next().await;
+    assert_eq!(snapshot["type"], "fleet_snapshot");
+    assert_eq!(
+        snapshot["payload"]["drivers"].as_array().unwrap().len(),
+        DRIVERS
+    );
+    // The console stays connected and live.
+    let mut service = service;
+    service.move_driver("d7", 37.78, -122.41).await.unwrap();
+    assert_eq!(console.next().await["payload"]["driver_id"], "d7");
+    edge.stop().await;
+    core.stop().await;
+}
+
 async fn only_admins_may_watch_the_fleet(db: Db) {
     let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &[]).await;
@@ -165,5 +205,6 @@ async fn only_admins_may_watch_the_fleet(db: Db) {
 crate::on_every_store!(
     the_fleet_topic_over_grpc,
     an_admin_watches_every_driver_move,
+    a_fleet_of_thousands_fits_its_snapshot,
     only_admins_may_watch_the_fleet,
 );

@@ -41,6 +41,10 @@ const WRITE_BUFFER: usize = 8 * 1024;
 /// writing waits for the socket, the outbox fills, and a client that is not reading
 /// is closed with 1013 instead of growing this buffer.
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
+/// The same for an operations console (`?fleet=1`): one frame holds the fleet's
+/// snapshot, up to core-svc's 20,000 drivers (about 2.5 MB), and tungstenite
+/// refuses, and so ends the connection on, any frame larger than its cap.
+const FLEET_MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
 
 /// How long a handshake waits for the app's snapshot through the attachment.
 const SNAPSHOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -366,9 +370,14 @@ async fn upgrade(
     };
     edge.metrics.handshake(Handshake::Upgraded);
     let sessions = edge.sessions.clone();
+    let max_write = if route.fleet {
+        FLEET_MAX_WRITE_BUFFER
+    } else {
+        MAX_WRITE_BUFFER
+    };
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_write_buffer_size(max_write)
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "upgrade failed"))
