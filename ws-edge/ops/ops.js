@@ -543,8 +543,13 @@
         if (d.status !== status || d.latitude === null) continue;
         const px = x(d.longitude);
         const py = y(d.latitude);
-        ctx.moveTo(px + r, py);
-        ctx.arc(px, py, r, 0, Math.PI * 2);
+        if (many) {
+          // A square this small reads as a dot and rasterises far faster than an arc.
+          ctx.rect(px - r, py - r, 2 * r, 2 * r);
+        } else {
+          ctx.moveTo(px + r, py);
+          ctx.arc(px, py, r, 0, Math.PI * 2);
+        }
       }
       ctx.fillStyle = DRIVER_COLOURS[status];
       ctx.fill();
