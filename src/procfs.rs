@@ -160,7 +160,10 @@ mod tests {
         let counted: Vec<i32> = open_fds().unwrap().collect();
         let after = own().unwrap();
         drop(file);
-        assert!(counted.contains(&file_fd), "fd {file_fd} not in {counted:?}");
+        assert!(
+            counted.contains(&file_fd),
+            "fd {file_fd} not in {counted:?}"
+        );
         assert!(after.open_fds >= 1, "{after:?}");
         assert!(after.max_fds.is_some_and(|m| m >= after.open_fds));
         // Started in the last hour, not in the future.

@@ -260,9 +260,18 @@ async fn refused_writes_are_not_counted_as_committed(db: Db) {
     assert!(before[0] >= 4.0, "{before:?}");
 
     for (refused, code) in [
-        (service.accept(id, "45").await, tonic::Code::FailedPrecondition),
-        (service.accept(id, "47").await, tonic::Code::FailedPrecondition),
-        (service.complete(id, "45").await, tonic::Code::FailedPrecondition),
+        (
+            service.accept(id, "45").await,
+            tonic::Code::FailedPrecondition,
+        ),
+        (
+            service.accept(id, "47").await,
+            tonic::Code::FailedPrecondition,
+        ),
+        (
+            service.complete(id, "45").await,
+            tonic::Code::FailedPrecondition,
+        ),
     ] {
         assert_eq!(refused.unwrap_err().code(), code);
     }

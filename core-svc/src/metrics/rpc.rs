@@ -358,6 +358,9 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
-        assert!(!text.contains(r#"method="CreateBooking",code="CANCELLED""#), "{text}");
+        assert!(
+            !text.contains(r#"method="CreateBooking",code="CANCELLED""#),
+            "{text}"
+        );
     }
 }
