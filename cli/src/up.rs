@@ -159,9 +159,7 @@ pub async fn run(up: Up) -> anyhow::Result<()> {
         }
         let config = <core_svc::Config as Parser>::try_parse_from(args)?;
         config.validate().map_err(anyhow::Error::msg)?;
-        let listeners = core_svc::server::Listeners::bind(&config)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let listeners = core_svc::server::Listeners::bind(&config).await?;
         grpc.push(listeners.grpc.local_addr()?);
         if let Some(m) = &listeners.metrics {
             metrics.push(m.local_addr()?);

@@ -18,7 +18,7 @@ async fn main() -> ExitCode {
     let listeners = match Listeners::bind(&config).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("core-svc: {e}");
+            eprintln!("core-svc: {}", core_svc::error::chain(&e));
             return ExitCode::from(2);
         }
     };

@@ -1,6 +1,7 @@
 //! Wires the pieces together and serves gRPC, and metrics beside it, until
 //! shutdown.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -55,6 +56,26 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Why [`Listeners::bind`] could not bind: one line naming the address and its
+/// variable, the socket's error kept as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("{0}")]
+    Address(String),
+    #[error("cannot listen on {addr} (LOGI_GRPC_ADDR)")]
+    Grpc {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot serve metrics on {addr} (LOGI_METRICS_ADDR)")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// The sockets core-svc serves on, bound before [`run`] so that a port taken
 /// is said at once (and a test can bind port 0 and know where it is).
 pub struct Listeners {
@@ -67,21 +88,21 @@ impl Listeners {
     /// Binds `--grpc-addr` and `--metrics-addr`.
     ///
     /// # Errors
-    /// One line naming the address and its variable.
-    pub async fn bind(config: &Config) -> Result<Self, String> {
-        let grpc = TcpListener::bind(config.grpc_addr).await.map_err(|e| {
-            format!(
-                "cannot listen on {} (LOGI_GRPC_ADDR): {e}",
-                config.grpc_addr
-            )
-        })?;
-        let metrics =
-            match config.metrics_addr()? {
-                None => None,
-                Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
-                    format!("cannot serve metrics on {addr} (LOGI_METRICS_ADDR): {e}")
-                })?),
-            };
+    /// [`BindError`]: `--metrics-addr` is not an address, or an address cannot
+    /// be bound.
+    pub async fn bind(config: &Config) -> Result<Self, BindError> {
+        let addr = config.grpc_addr;
+        let grpc = TcpListener::bind(addr)
+            .await
+            .map_err(|source| BindError::Grpc { addr, source })?;
+        let metrics = match config.metrics_addr().map_err(BindError::Address)? {
+            None => None,
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| BindError::Metrics { addr, source })?,
+            ),
+        };
         Ok(Self { grpc, metrics })
     }
 }

@@ -238,7 +238,53 @@ async fn dispatch_outcomes_count_cancels_and_expiries(db: Db) {
     core.stop().await;
 }
 
+/// Refused writes change nothing, so they count as no committed writes and no
+/// commit; the next write that succeeds counts as one.
+async fn refused_writes_are_not_counted_as_committed(db: Db) {
+    let core = spawn_core(&db, &[]).await;
+    let mut service = core.as_(Role::Service, "backend").await;
+    service
+        .driver_online("45", "car", PICKUP.0 + 0.001, PICKUP.1)
+        .await;
+    service.driver_online("47", "car", 0.0, 0.0).await;
+    let id = service.book("12", "car").await.unwrap().id;
+    service.accept(id, "45").await.unwrap();
+    let otp = service.get(id).await.unwrap().otp;
+    let samples = [
+        "logi_store_writes_total",
+        "logi_store_batch_writes_count",
+        "logi_store_commit_seconds_count",
+    ];
+    let counted = |text: &str| samples.map(|sample| value(text, sample));
+    let before = counted(&scrape(core.metrics).await);
+    assert!(before[0] >= 4.0, "{before:?}");
+
+    for (refused, code) in [
+        (
+            service.accept(id, "45").await,
+            tonic::Code::FailedPrecondition,
+        ),
+        (
+            service.accept(id, "47").await,
+            tonic::Code::FailedPrecondition,
+        ),
+        (
+            service.complete(id, "45").await,
+            tonic::Code::FailedPrecondition,
+        ),
+    ] {
+        assert_eq!(refused.unwrap_err().code(), code);
+    }
+    assert_eq!(counted(&scrape(core.metrics).await), before);
+
+    service.verify(id, "45", otp).await.unwrap();
+    let after = counted(&scrape(core.metrics).await);
+    assert_eq!(after, [before[0] + 1.0, before[1] + 1.0, before[2] + 1.0]);
+    core.stop().await;
+}
+
 crate::on_every_store!(
     a_lifecycle_shows_in_both_processes_metrics,
     dispatch_outcomes_count_cancels_and_expiries,
+    refused_writes_are_not_counted_as_committed,
 );

@@ -7,7 +7,9 @@
 //! answers every refusal trailers-only, in the head) and OK otherwise: a unary
 //! call's OK is in its trailers, and a stream counts when it opens, with the
 //! status it opened with. The time is to the response head: the whole call for
-//! a unary one, the opening for a stream.
+//! a unary one, the opening for a stream. A call dropped before its head (the
+//! client went away, or its deadline passed) counts as CANCELLED with the time
+//! until then, so the slowest calls are not the ones left out.
 //!
 //! Each method's handles are made at start (the counter of a code the first time
 //! it is seen), so a call costs a hash of its path, two atomic adds and one
@@ -216,17 +218,29 @@ where
             inner: self.inner.call(req),
             method,
             started: Instant::now(),
+            counted: false,
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A call's response, counted when its head is ready.
+    /// A call's response, counted when its head is ready, or as CANCELLED
+    /// when it is dropped before.
     pub struct Counted<F> {
         #[pin]
         inner: F,
         method: Arc<Method>,
         started: Instant,
+        counted: bool,
+    }
+
+    impl<F> PinnedDrop for Counted<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if !*this.counted {
+                this.method.count(Code::Cancelled, *this.started);
+            }
+        }
     }
 }
 
@@ -244,6 +258,7 @@ where
             Err(_) => Code::Unknown,
         };
         this.method.count(code, *this.started);
+        *this.counted = true;
         Poll::Ready(result)
     }
 }
@@ -251,6 +266,7 @@ where
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
+    use std::task::Waker;
 
     use tower::{Layer, Service, ServiceExt};
 
@@ -305,5 +321,46 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn a_call_dropped_before_its_head_counts_as_cancelled_once() {
+        let mut registry = Registry::default();
+        let rpcs = Rpcs::new(&mut registry);
+        let server = tower::service_fn(|req: Request<()>| async move {
+            if req.uri().path().ends_with("GetBooking") {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, Infallible>(Response::new(()))
+        });
+        let mut service = RpcLayer(rpcs).layer(server);
+        let mut cx = Context::from_waker(Waker::noop());
+        let call = |service: &mut RpcService<_>, path: &str| {
+            service.call(Request::builder().uri(path).body(()).unwrap())
+        };
+
+        let mut pending = Box::pin(call(&mut service, "/logi.v1.BookingService/GetBooking"));
+        assert!(pending.as_mut().poll(&mut cx).is_pending());
+        let text = logi::metrics::encode(&registry);
+        assert!(!text.contains(r#"method="GetBooking",code="#), "{text}");
+        drop(pending);
+
+        let mut done = Box::pin(call(&mut service, "/logi.v1.BookingService/CreateBooking"));
+        assert!(done.as_mut().poll(&mut cx).is_ready());
+        drop(done);
+
+        let text = logi::metrics::encode(&registry);
+        for line in [
+            r#"logi_grpc_calls_total{service="logi.v1.BookingService",method="GetBooking",code="CANCELLED"} 1"#,
+            r#"logi_grpc_call_seconds_count{service="logi.v1.BookingService",method="GetBooking"} 1"#,
+            r#"logi_grpc_calls_total{service="logi.v1.BookingService",method="CreateBooking",code="OK"} 1"#,
+            r#"logi_grpc_call_seconds_count{service="logi.v1.BookingService",method="CreateBooking"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(
+            !text.contains(r#"method="CreateBooking",code="CANCELLED""#),
+            "{text}"
+        );
     }
 }

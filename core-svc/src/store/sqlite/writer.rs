@@ -31,7 +31,21 @@ pub const MAX_BATCH: usize = 256;
 type Done = Box<dyn FnOnce(Result<(), Error>) + Send>;
 /// A write, run inside its own savepoint of the batch's transaction; given no
 /// transaction, it is not run and its caller hears the batch's outcome alone.
-type Job = Box<dyn FnOnce(Option<&mut Transaction<'_>>) -> Done + Send>;
+type Job = Box<dyn FnOnce(Option<&mut Transaction<'_>>) -> Ran + Send>;
+
+/// What running a job left: what to do after the commit, and whether the job
+/// wrote (its savepoint was kept). A refusal, a skipped job and one not run
+/// change nothing, so they are not counted as committed writes.
+struct Ran {
+    done: Done,
+    wrote: bool,
+}
+
+impl Ran {
+    fn refused(done: Done) -> Self {
+        Self { done, wrote: false }
+    }
+}
 
 /// The queue to the writer thread.
 pub struct Writer {
@@ -83,16 +97,17 @@ impl Writer {
         self.sink.writable()?;
         let (reply, answer) = oneshot::channel();
         let (epoch, sink) = (self.epoch, self.sink.clone());
-        let job: Job = Box::new(move |tx: Option<&mut Transaction<'_>>| -> Done {
+        let job: Job = Box::new(move |tx: Option<&mut Transaction<'_>>| -> Ran {
             if reply.is_closed() {
-                return Box::new(|_| {}); // The caller gave up; change nothing on its behalf.
+                // The caller gave up; change nothing on its behalf.
+                return Ran::refused(Box::new(|_| {}));
             }
             let Some(tx) = tx else {
-                return Box::new(move |committed: Result<(), Error>| {
+                return Ran::refused(Box::new(move |committed: Result<(), Error>| {
                     let _ = reply.send(committed.and(Err(Error::Unavailable(
                         "core-svc's database could not take this write: nothing was changed, retry later".into(),
                     ))));
-                });
+                }));
             };
             let outcome = (|| {
                 let sp = tx.savepoint()?;
@@ -110,7 +125,7 @@ impl Writer {
             match outcome {
                 // Answered after the batch commits too: the refusal may rest on an
                 // earlier job of this batch, which is not durable yet.
-                Err(e) => Box::new(move |committed: Result<(), Error>| {
+                Err(e) => Ran::refused(Box::new(move |committed: Result<(), Error>| {
                     let answer = match committed {
                         // A full disk is this job's own answer even though the
                         // batch failed with it: it says what to do.
@@ -119,14 +134,17 @@ impl Writer {
                         Ok(()) => e,
                     };
                     let _ = reply.send(Err(answer));
-                }),
-                Ok((value, fx)) => Box::new(move |committed: Result<(), Error>| {
-                    let result = committed.map(|()| {
-                        sink.committed(&fx);
-                        value
-                    });
-                    let _ = reply.send(result);
-                }),
+                })),
+                Ok((value, fx)) => Ran {
+                    done: Box::new(move |committed: Result<(), Error>| {
+                        let result = committed.map(|()| {
+                            sink.committed(&fx);
+                            value
+                        });
+                        let _ = reply.send(result);
+                    }),
+                    wrote: true,
+                },
             }
         });
         let busy = || Error::Unavailable("core-svc's database is overloaded: retry shortly".into());
@@ -163,19 +181,23 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>, sink: &dyn CommitSink) {
         }
     };
     let mut done: Vec<Done> = Vec::with_capacity(batch.len());
+    let mut writes = 0;
     for job in batch {
         // After some errors (disk full, I/O) SQLite rolls the whole transaction back
         // by itself: then nothing of this batch is committed, and a further savepoint
         // would start (and commit) a transaction of its own. The jobs left are not
         // run; their callers hear the batch's error.
         if tx.is_autocommit() {
-            done.push(job(None));
+            done.push(job(None).done);
             continue;
         }
         // A panic unwinds through the job's savepoint, which rolls back that job
         // alone; its caller's reply is dropped. The batch goes on.
         match catch_unwind(AssertUnwindSafe(|| job(Some(&mut tx)))) {
-            Ok(d) => done.push(d),
+            Ok(ran) => {
+                writes += usize::from(ran.wrote);
+                done.push(ran.done);
+            }
             Err(_) => tracing::error!("a database write panicked; that write was rolled back"),
         }
     }
@@ -188,7 +210,11 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>, sink: &dyn CommitSink) {
     } else {
         tx.commit().map_err(Error::from)
     };
-    sink.measured(done.len(), started.elapsed(), committed.is_ok());
+    // Only the jobs that wrote, as PostgreSQL counts only the bodies that
+    // succeeded; a batch of refusals alone committed nothing worth a sample.
+    if writes > 0 || committed.is_err() {
+        sink.measured(writes, started.elapsed(), committed.is_ok());
+    }
     for d in done {
         if catch_unwind(AssertUnwindSafe(|| d(committed.clone()))).is_err() {
             // Committed effects failed to reach the live side: subscribers and the
