@@ -308,6 +308,9 @@ impl Session {
                 if !stall_armed {
                     stall.as_mut().reset(since + WRITE_TIMEOUT);
                     stall_armed = true;
+                    // Here and when the timer fires, not per frame: an app that
+                    // stopped reading shows in the backlog while it waits.
+                    out.report_waiting();
                 }
             }
             let room = out.room();
@@ -329,6 +332,7 @@ impl Session {
                 }
                 () = &mut stall, if stall_armed => {
                     stall_armed = false;
+                    out.report_waiting();
                     if waiting_since.is_some_and(|since| since.elapsed() >= WRITE_TIMEOUT) {
                         return End::stalled();
                     }
