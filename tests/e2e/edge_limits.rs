@@ -20,17 +20,40 @@ async fn until_closed(tcp: &mut TcpStream) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
-/// The edge's metrics count `n` handshakes that ended with `outcome`.
-async fn assert_handshakes(edge: &crate::support::edge::Edge, outcome: &str, n: u32) {
+/// How many of `counter` (`handshakes`: requests with `Upgrade: websocket`,
+/// `plain_requests`: others) the edge's metrics show answered `outcome`.
+async fn counted(edge: &crate::support::edge::Edge, counter: &str, outcome: &str) -> u32 {
     let (status, text) = edge.get("/metrics").await;
     assert_eq!(status, 200);
-    let line = format!("logi_ws_handshakes_total{{outcome=\"{outcome}\"}} {n}");
-    assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+    let sample = format!("logi_ws_{counter}_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&sample))
+        .unwrap_or_else(|| panic!("{sample} not in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// The edge's metrics count `n` handshakes answered `outcome`.
+async fn assert_handshakes(edge: &crate::support::edge::Edge, outcome: &str, n: u32) {
+    assert_eq!(counted(edge, "handshakes", outcome).await, n, "{outcome}");
 }
 
 async fn silent_and_slow_clients_are_dropped_at_the_handshake_deadline(db: Db) {
     let core = spawn_core(&db, &[]).await;
     let edge = spawn_edge(core.addr, &["--handshake-timeout", "1s"]).await;
+
+    // A kept-alive connection idling after its request (a scraper, a browser) is
+    // closed at the same deadline, but it did send a head: not a timeout. First,
+    // so that a count of it would have long shown below.
+    let mut idle = TcpStream::connect(edge.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: edge\r\n\r\n")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let answer = until_closed(&mut idle).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nok\n"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
 
     let mut silent = TcpStream::connect(edge.addr).await.unwrap();
     let started = tokio::time::Instant::now();
@@ -53,6 +76,7 @@ async fn silent_and_slow_clients_are_dropped_at_the_handshake_deadline(db: Db) {
     tokio::time::timeout(PATIENCE, trickle)
         .await
         .expect("the edge stops reading a head that never ends");
+    // The silent and the slowloris sockets; not the kept-alive one.
     assert_handshakes(&edge, "timeout", 2).await;
     edge.stop().await;
     core.stop().await;
@@ -99,6 +123,10 @@ async fn past_the_connection_limit_the_edge_answers_503_with_retry_after(db: Db)
     assert!(answer.ends_with(
         "this edge holds as many connections as it may: retry shortly, or another edge\n"
     ));
+    let (status, body) = edge
+        .refused(&edge.url("/ws", &token(Role::User, "3")))
+        .await;
+    assert_eq!(status, 503, "{body}");
 
     // A slot comes back when a session ends.
     a.close().await;
@@ -112,7 +140,10 @@ async fn past_the_connection_limit_the_edge_answers_503_with_retry_after(db: Db)
         }
     };
     tokio::time::timeout(PATIENCE, back).await.unwrap();
+    // The plain GETs at the limit (the first, and any of the loop's) are not
+    // handshakes; the WebSocket refused there is.
     assert_handshakes(&edge, "503", 1).await;
+    assert!(counted(&edge, "plain_requests", "503").await >= 1);
     edge.stop().await;
     core.stop().await;
 }

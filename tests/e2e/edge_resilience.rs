@@ -315,6 +315,79 @@ async fn a_client_that_does_not_keep_up_is_closed_with_1013(db: Db) {
     core.stop().await;
 }
 
+/// The edge's `logi_ws_outbox_backlog_frames`, and its closes of stalled sockets.
+async fn backlog_and_stalls(edge: &crate::support::edge::Edge) -> (u64, u64) {
+    let (_, text) = edge.get("/metrics").await;
+    // A close code shows once the first such close is counted.
+    let sample = |prefix: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|v| v.parse().unwrap())
+    };
+    (
+        sample("logi_ws_outbox_backlog_frames ").expect("the backlog gauge"),
+        sample(r#"logi_ws_closes_total{code="none"} "#).unwrap_or(0),
+    )
+}
+
+async fn a_client_that_stops_reading_shows_in_the_backlog_until_dropped(db: Db) {
+    let core = spawn_core(&db, &[]).await;
+    // An outbox far larger than what comes below, so the app is not closed as
+    // slow but waits, its frames queued, until its socket is dropped as stalled.
+    let edge = spawn_edge(
+        core.addr,
+        &["--outbound-queue", "100000", "--send-buffer", "8192"],
+    )
+    .await;
+    let mut service = core.as_(Role::Service, "backend").await;
+    trip(&mut service).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(edge.addr).await.unwrap();
+    let url = edge.url("/regular_user/ws/bookings/", &token(Role::User, "12"));
+    let (_stuck, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap();
+    // The driver moves steadily: a write that completes leaves a frame or two
+    // behind, while the socket fills and then takes nothing.
+    let moving = tokio::spawn(async move {
+        for i in 0u32.. {
+            let lat = 37.7 + f64::from(i % 1000) * 1e-4;
+            if service.move_driver("45", lat, -122.4).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+
+    // More than a batch (64 frames) shows while the app waits: counted during the
+    // wait, not left over from a write. Then it is dropped as stalled, and its
+    // backlog goes with it (just after the close counts).
+    let deadline = tokio::time::Instant::now() + 3 * PATIENCE;
+    let mut shown = 0;
+    loop {
+        let (backlog, stalls) = backlog_and_stalls(&edge).await;
+        if stalls == 0 {
+            shown = shown.max(backlog);
+        } else if backlog == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "backlog {backlog}, stalled closes {stalls}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        shown > 64,
+        "the backlog while the app waited: at most {shown}"
+    );
+    moving.abort();
+    edge.stop().await;
+    core.stop().await;
+}
+
 trait SendBinary {
     async fn send_binary(&mut self);
 }
@@ -377,5 +450,6 @@ crate::on_every_store!(
     a_client_that_answers_no_pings_is_closed_with_4002,
     a_client_that_keeps_up_is_not_closed_by_a_burst,
     a_client_that_does_not_keep_up_is_closed_with_1013,
+    a_client_that_stops_reading_shows_in_the_backlog_until_dropped,
     edges_can_share_a_port,
 );

@@ -61,6 +61,12 @@ async fn a_lifecycle_shows_in_both_processes_metrics(db: Db) {
     // One bad token; one app whose token runs out while connected.
     let (status, _) = edge.refused(&edge.url("/ws", "not-a-token")).await;
     assert_eq!(status, 401);
+    // Plain GETs, not handshakes: a bad token, a browser's favicon, and the
+    // operations page's preflight with a good one.
+    assert_eq!(edge.get("/ws?token=not-a-token").await.0, 401);
+    assert_eq!(edge.get("/favicon.ico").await.0, 404);
+    let preflight = format!("/ws?token={}", token(Role::Admin, "ops"));
+    assert_eq!(edge.get(&preflight).await.0, 426);
     let short = Signer::hs256(SECRET.as_bytes())
         .unwrap()
         .mint("77", Role::User, Duration::from_secs(2))
@@ -129,6 +135,10 @@ async fn a_lifecycle_shows_in_both_processes_metrics(db: Db) {
             r#"logi_ws_handshakes_total{outcome="401"} 1"#,
             r#"logi_ws_handshakes_total{outcome="101"} 4"#,
             r#"logi_ws_handshakes_total{outcome="503"} 0"#,
+            r#"logi_ws_handshakes_total{outcome="404"} 0"#,
+            r#"logi_ws_plain_requests_total{outcome="401"} 1"#,
+            r#"logi_ws_plain_requests_total{outcome="404"} 1"#,
+            r#"logi_ws_plain_requests_total{outcome="426"} 1"#,
             r#"logi_ws_closes_total{code="4001"} 1"#,
             // The edge's answers to the apps' own closes.
             r#"logi_ws_closes_total{code="1000"} 3"#,

@@ -2,8 +2,9 @@
 //! edge's limits, before any route sees it.
 //!
 //! - A request head (line and headers) must arrive complete within the handshake
-//!   deadline, from the moment the connection is accepted: silent and slowloris
-//!   sockets are dropped, not held.
+//!   deadline, from the moment the connection is accepted (and again while a kept-alive
+//!   connection waits for its next one): silent and slowloris sockets are dropped,
+//!   not held, and counted as `timeout` when they never sent a whole head.
 //! - A head larger than the header limit is answered 431 and the connection closed.
 //! - Past the open-connection limit a connection is answered 503 with Retry-After
 //!   and closed (at most [`MAX_REJECTING`] at once, within a second; more are
@@ -15,6 +16,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -30,6 +32,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::admission::{Slot, Slots};
+use crate::handshake;
 use crate::metrics::{Handshake, Metrics};
 
 /// A failing `accept` (out of file descriptors, mostly) is retried after this.
@@ -83,7 +86,13 @@ pub async fn serve(
         match slots.take() {
             Some(slot) => {
                 let router = router.clone();
+                // hyper restarts the head deadline for each request of a kept-alive
+                // connection: a timeout after one was served is a client idling
+                // between requests (a scraper, a browser), not a slowloris.
+                let served = Arc::new(AtomicBool::new(false));
+                let serving = served.clone();
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    serving.store(true, Ordering::Relaxed);
                     routed(router.clone(), slot.clone(), req)
                 });
                 let conn = http.serve_connection(io, service).with_upgrades();
@@ -99,7 +108,7 @@ pub async fn serve(
                     };
                     if let Err(e) = done {
                         tracing::debug!(error = %e, "connection ended with an error");
-                        if e.is_timeout() {
+                        if e.is_timeout() && !served.load(Ordering::Relaxed) {
                             metrics.handshake(Handshake::Timeout);
                         } else if e.is_parse_too_large() {
                             metrics.handshake(Handshake::HeadTooLarge);
@@ -115,10 +124,11 @@ pub async fn serve(
                     continue;
                 };
                 tracing::warn!("connection limit reached: answering 503");
-                metrics.handshake(Handshake::Unavailable);
                 http.keep_alive(false).header_read_timeout(REJECT_TIMEOUT);
-                let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
-                    Ok::<_, Infallible>(busy())
+                let metrics = metrics.clone();
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    metrics.answered(handshake::asks_upgrade(req.headers()), 503);
+                    std::future::ready(Ok::<_, Infallible>(busy()))
                 });
                 let conn = http.serve_connection(io, service);
                 connections.spawn(async move {

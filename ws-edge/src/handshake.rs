@@ -1,8 +1,9 @@
 //! The check made BEFORE the upgrade: the path must be a route (else 404), the
 //! `?token=` must verify (else 401), and its role must be allowed on the route
-//! (else 403). Messages never contain the token.
+//! (else 403). Messages never contain the token. What makes a request a handshake
+//! at all: [`asks_upgrade`].
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use logi::auth::{Principal, Role, Verifier};
 
 use crate::route::{self, Dialect, Route};
@@ -21,6 +22,18 @@ impl Rejection {
             message: message.into(),
         }
     }
+}
+
+/// Whether a request asks to become a WebSocket (`Upgrade: websocket`, in any
+/// case, among other protocols or not): what makes it a handshake rather than a
+/// plain GET, whether or not the rest of it is right.
+pub fn asks_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
 }
 
 /// The route and principal of an upgrade request for `path` with `token`.
@@ -96,6 +109,24 @@ mod tests {
             .unwrap()
             .mint("45", role, Duration::from_secs(60))
             .unwrap()
+    }
+
+    #[test]
+    fn only_an_upgrade_to_websocket_is_a_handshake() {
+        let with = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(header::UPGRADE, v.parse().unwrap());
+            }
+            asks_upgrade(&headers)
+        };
+        assert!(with(&["websocket"]));
+        assert!(with(&["WebSocket"]));
+        assert!(with(&["h2c, websocket"]));
+        assert!(with(&["h2c", "websocket"]));
+        assert!(!with(&[]));
+        assert!(!with(&["h2c"]));
+        assert!(!with(&["websockets"]));
     }
 
     #[test]

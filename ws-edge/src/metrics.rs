@@ -4,7 +4,10 @@
 //! the accept loop, the handshake, the sessions and the attachments (an
 //! `Arc<Metrics>` in each, not a global). On the fan-out path nothing is counted
 //! per frame per app: the registry adds a group's frames once per event, and an
-//! outbox reports its backlog only when a write leaves frames behind. What can be
+//! outbox reports its backlog only when a write leaves frames behind or its
+//! session's stall timer arms or fires (a socket that takes nothing finishes no
+//! write). Handshakes are requests with `Upgrade: websocket`; plain requests to
+//! the same routes are counted apart ([`Plain`]). What can be
 //! read when scraped (attachments up, topics watched) is read then, by
 //! [`State`].
 
@@ -56,7 +59,8 @@ struct AppLabels {
     role: &'static str,
 }
 
-/// How a handshake ended: the HTTP status it got, or the deadline.
+/// How a handshake (a request with `Upgrade: websocket`, or a connection whose
+/// head was never read) ended: the HTTP status it got, or the deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handshake {
     Upgraded,
@@ -80,6 +84,36 @@ impl Handshake {
             404 => Self::NotFound,
             429 => Self::TooMany,
             431 => Self::HeadTooLarge,
+            503 => Self::Unavailable,
+            _ => return None,
+        })
+    }
+}
+
+/// What a plain request (no `Upgrade: websocket`) to a WebSocket route or an
+/// unknown path, or any plain request at the connection limit, was answered: a
+/// page's preflight, a browser's `/favicon.ico`, a scanner. Not a handshake, so an
+/// alert on refused apps does not fire on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plain {
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    /// The token may connect, but this is not a WebSocket.
+    UpgradeRequired,
+    Unavailable,
+}
+
+const PLAINS: [&str; 5] = ["401", "403", "404", "426", "503"];
+
+impl Plain {
+    /// The outcome of a refusal with `status`, if it is one counted.
+    pub fn of_status(status: u16) -> Option<Self> {
+        Some(match status {
+            401 => Self::Unauthorized,
+            403 => Self::Forbidden,
+            404 => Self::NotFound,
+            426 => Self::UpgradeRequired,
             503 => Self::Unavailable,
             _ => return None,
         })
@@ -151,12 +185,13 @@ pub enum Slow {
 
 pub struct Metrics {
     handshakes: [Counter; 8],
+    plain: [Counter; 5],
     frames_out: [Counter; 10],
     inbound: [Counter; 2],
     slow: [Counter; 2],
     closes: Family<CodeLabel, Counter>,
     connected: Family<AppLabels, Gauge>,
-    /// Frames waiting in the outboxes after their last write.
+    /// Frames waiting in the outboxes after their last write, or as they wait.
     pub outbox_backlog: Gauge,
     /// Attach streams that ended (broke, were refused or cut off).
     pub attachment_breaks: Counter,
@@ -175,8 +210,14 @@ impl Metrics {
         let handshakes = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "logi_ws_handshakes",
-            "WebSocket handshakes by outcome: the HTTP status answered, or timeout (no complete request head in time)",
+            "WebSocket handshakes (requests with Upgrade: websocket) by outcome: the HTTP status answered, or, for a connection, timeout (no complete request head in time) or 431",
             handshakes.clone(),
+        );
+        let plain = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "logi_ws_plain_requests",
+            "Plain HTTP requests (no Upgrade: websocket) to the WebSocket routes or unknown paths, or at the connection limit, by the status answered (426: a good token, not a WebSocket)",
+            plain.clone(),
         );
         let frames = Family::<TypeLabel, Counter>::default();
         registry.register(
@@ -211,7 +252,7 @@ impl Metrics {
         let outbox_backlog = Gauge::default();
         registry.register(
             "logi_ws_outbox_backlog_frames",
-            "Frames still waiting in apps' outboxes after their last write to the socket (apps falling behind)",
+            "Frames waiting in apps' outboxes after their last write to the socket, or while the socket takes nothing (apps falling behind)",
             outbox_backlog.clone(),
         );
         let attachment_breaks = Counter::default();
@@ -225,6 +266,7 @@ impl Metrics {
                 &handshakes,
                 HANDSHAKES.map(|outcome| OutcomeLabel { outcome }),
             ),
+            plain: handles(&plain, PLAINS.map(|outcome| OutcomeLabel { outcome })),
             frames_out: handles(&frames, FRAME_TYPES.map(|r#type| TypeLabel { r#type })),
             inbound: handles(
                 &inbound,
@@ -240,6 +282,22 @@ impl Metrics {
 
     pub fn handshake(&self, outcome: Handshake) {
         self.handshakes[outcome as usize].inc();
+    }
+
+    pub fn plain(&self, outcome: Plain) {
+        self.plain[outcome as usize].inc();
+    }
+
+    /// A request answered `status`: a handshake's outcome if it asked for an
+    /// upgrade, else a plain request's.
+    pub fn answered(&self, upgrade: bool, status: u16) {
+        if upgrade {
+            if let Some(outcome) = Handshake::of_status(status) {
+                self.handshake(outcome);
+            }
+        } else if let Some(outcome) = Plain::of_status(status) {
+            self.plain(outcome);
+        }
     }
 
     /// `n` frames of `kind` were queued to apps.
@@ -345,6 +403,7 @@ mod tests {
         let m = Metrics::new(&mut registry);
         m.handshake(Handshake::of_status(401).unwrap());
         m.handshake(Handshake::Upgraded);
+        m.plain(Plain::of_status(426).unwrap());
         m.frames_sent(FrameType::DriverLocation, 3);
         m.closed(Some(4001));
         m.closed(None);
@@ -360,6 +419,8 @@ mod tests {
             "logi_ws_handshakes_total{outcome=\"401\"} 1",
             "logi_ws_handshakes_total{outcome=\"101\"} 1",
             "logi_ws_handshakes_total{outcome=\"timeout\"} 0",
+            "logi_ws_plain_requests_total{outcome=\"426\"} 1",
+            "logi_ws_plain_requests_total{outcome=\"401\"} 0",
             "logi_ws_frames_sent_total{type=\"driver_location\"} 3",
             "logi_ws_closes_total{code=\"4001\"} 1",
             "logi_ws_closes_total{code=\"none\"} 1",

@@ -37,8 +37,9 @@ pub struct Outbox {
     /// Frames handed to the socket since its last flush.
     unflushed: usize,
     /// The edge's count of frames left waiting after a write, and this outbox's
-    /// part in it: told only when a write leaves a backlog or clears one, so a
-    /// client that keeps up costs nothing there.
+    /// part in it: told only when a write leaves a backlog or clears one, or the
+    /// session's stall timer arms or fires, so a client that keeps up costs
+    /// nothing there.
     backlog: Gauge,
     reported: usize,
 }
@@ -120,6 +121,13 @@ impl Outbox {
 }
 
 impl Outbox {
+    /// Tells the edge's backlog how many frames wait now. For the session to call
+    /// once per wait for the socket: a socket that takes nothing never completes
+    /// the flush after which [`Outbox::poll_write`] reports.
+    pub fn report_waiting(&mut self) {
+        self.report(self.queue.len());
+    }
+
     fn report(&mut self, waiting: usize) {
         if waiting != self.reported {
             // Both are at most the queue's length, far below i64::MAX.

@@ -12,7 +12,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Extension, Query, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use logi::auth::{Principal, Verifier};
@@ -24,7 +24,7 @@ use crate::admission::{self, PrincipalCaps, Slot, Slots};
 use crate::attach::Attachments;
 use crate::config::Config;
 use crate::inbox;
-use crate::metrics::{self, Handshake, Metrics};
+use crate::metrics::{self, Handshake, Metrics, Plain};
 use crate::resume;
 use crate::route::Route;
 use crate::session::{self, Recover, Session, Settings, Source};
@@ -291,6 +291,7 @@ async fn upgrade(
     State(edge): State<Edge>,
     slot: Option<Extension<Slot>>,
     uri: Uri,
+    headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -304,6 +305,9 @@ async fn upgrade(
     let fleet = query
         .as_ref()
         .is_ok_and(|q| matches!(q.get("fleet").map(String::as_str), Some("1" | "true")));
+    // Only an upgrade is counted as a handshake: plain GETs (a page's preflight,
+    // a browser's favicon, scanners) would drown the refusals of real apps.
+    let upgrade = handshake::asks_upgrade(&headers);
     let admitted = handshake::check(path, token, &edge.verifier).and_then(|(route, principal)| {
         let route = if fleet {
             handshake::fleet(route, &principal)?
@@ -316,15 +320,16 @@ async fn upgrade(
         Ok(admitted) => admitted,
         Err(rejection) => {
             tracing::info!(path, status = rejection.status.as_u16(), reason = %rejection.message, "handshake refused");
-            if let Some(outcome) = Handshake::of_status(rejection.status.as_u16()) {
-                edge.metrics.handshake(outcome);
-            }
+            edge.metrics.answered(upgrade, rejection.status.as_u16());
             return (rejection.status, format!("{}\n", rejection.message)).into_response();
         }
     };
     let ws = match ws {
         Ok(ws) => ws,
         Err(WebSocketUpgradeRejection::InvalidConnectionHeader(_)) => {
+            if !upgrade {
+                edge.metrics.plain(Plain::UpgradeRequired);
+            }
             return not_an_upgrade(&principal);
         }
         Err(rejection) => return rejection.into_response(),

@@ -299,6 +299,8 @@ impl Session {
         // Since when the busy outbox waits for the socket to take a batch; by
         // WRITE_TIMEOUT after that it must have. The timer is set only when it is
         // not set already, and checked when it fires: not moved at every write.
+        // It fires halfway through a wait first, so that the backlog of an app
+        // that stopped reading is reported while it may still catch up.
         let mut waiting_since: Option<Instant> = None;
         let mut stall = std::pin::pin!(tokio::time::sleep(WRITE_TIMEOUT));
         let mut stall_armed = false;
@@ -306,8 +308,17 @@ impl Session {
             if out.busy() {
                 let since = *waiting_since.get_or_insert_with(Instant::now);
                 if !stall_armed {
-                    stall.as_mut().reset(since + WRITE_TIMEOUT);
+                    let halfway = since + WRITE_TIMEOUT / 2;
+                    let at = if Instant::now() < halfway {
+                        halfway
+                    } else {
+                        since + WRITE_TIMEOUT
+                    };
+                    stall.as_mut().reset(at);
                     stall_armed = true;
+                    // Here and when the timer fires, not per frame: a flush that
+                    // never completes reports nothing itself.
+                    out.report_waiting();
                 }
             }
             let room = out.room();
@@ -329,6 +340,7 @@ impl Session {
                 }
                 () = &mut stall, if stall_armed => {
                     stall_armed = false;
+                    out.report_waiting();
                     if waiting_since.is_some_and(|since| since.elapsed() >= WRITE_TIMEOUT) {
                         return End::stalled();
                     }
