@@ -39,11 +39,12 @@ impl CommitSink for Live {
         for id in &effects.settled {
             self.schedule.settled(*id);
         }
+        // Counted first: whoever hears of a change then finds it counted.
+        self.metrics.published(effects);
         self.hub.publish(&effects.events);
         if let Some(cluster) = self.cluster.get() {
             cluster.committed(effects);
         }
-        self.metrics.published(effects);
     }
 
     fn measured(&self, writes: usize, took: std::time::Duration, ok: bool) {
