@@ -3,19 +3,11 @@
 //! call fails unexpectedly, and at the end the drivers are offline again.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_logi");
-
-fn logi(data: &std::path::Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("LOGI_")) {
-        cmd.env_remove(key);
-    }
-    cmd.env("LOGI_DATA_DIR", data);
-    cmd
-}
+mod support;
+use support::{interrupt, logi, wait};
 
 /// `logi up` on free ports; its gRPC and WebSocket URLs, read from the banner.
 fn up(
@@ -50,25 +42,6 @@ fn up(
         }
     }
     (up, grpc.unwrap(), ws.unwrap(), lines)
-}
-
-fn interrupt(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn wait(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "logi did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The count before `name` in a summary line (`12 completed`, `failures 0`).

@@ -2,32 +2,13 @@
 //! accepts, Ctrl-C stops both services.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use futures::StreamExt;
 
-const BIN: &str = env!("CARGO_BIN_EXE_logi");
-
-fn logi(data: &std::path::Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("LOGI_")) {
-        cmd.env_remove(key);
-    }
-    cmd.env("LOGI_DATA_DIR", data);
-    cmd
-}
-
-fn wait(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "logi did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+mod support;
+use support::{interrupt, logi, wait};
 
 #[tokio::test]
 async fn up_runs_both_services_with_a_generated_secret_and_token_mints_for_it() {
@@ -126,13 +107,7 @@ async fn up_runs_both_services_with_a_generated_secret_and_token_mints_for_it() 
     assert_eq!(response.status(), 101);
 
     // Ctrl-C stops both; the connected app is told the server is going away.
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &up.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    interrupt(&up);
     let close = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match ws.next().await {
@@ -147,7 +122,7 @@ async fn up_runs_both_services_with_a_generated_secret_and_token_mints_for_it() 
     .await
     .unwrap();
     assert_eq!(close, 1001);
-    assert_eq!(wait(&mut up).code(), Some(0));
+    assert_eq!(wait(&mut up, Duration::from_secs(15)).code(), Some(0));
 }
 
 /// The body of a GET of `url` (`http://host:port/path`).
@@ -294,14 +269,8 @@ async fn up_cluster_runs_replicas_on_postgres_and_nats_behind_edges_sharing_one_
     assert_eq!(frame["type"], "booking_status_update");
     assert_eq!(frame["message"]["booking_id"], booking.id);
 
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &up.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert_eq!(wait(&mut up).code(), Some(0));
+    interrupt(&up);
+    assert_eq!(wait(&mut up, Duration::from_secs(15)).code(), Some(0));
     admin::run_admin(&admin, &format!("DROP DATABASE {name} WITH (FORCE)"))
         .await
         .unwrap();

@@ -261,6 +261,20 @@ async fn a_client_that_keeps_up_is_not_closed_by_a_burst(db: Db) {
     core.stop().await;
 }
 
+/// Rider 12 on a socket whose receive buffer is small, so that once it stops
+/// reading the edge's own queue soon holds what it cannot send.
+async fn small_window_rider(edge: &crate::support::edge::Edge) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(edge.addr).await.unwrap();
+    let url = edge.url("/regular_user/ws/bookings/", &token(Role::User, "12"));
+    let (stream, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap();
+    Ws(stream)
+}
+
 async fn a_client_that_does_not_keep_up_is_closed_with_1013(db: Db) {
     let core = spawn_core(&db, &[]).await;
     // A small socket send buffer, so that a few dozen frames fill what the kernel
@@ -275,15 +289,7 @@ async fn a_client_that_does_not_keep_up_is_closed_with_1013(db: Db) {
     trip(&mut service).await;
 
     // A rider whose socket takes in little and who stops reading.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(edge.addr).await.unwrap();
-    let url = edge.url("/regular_user/ws/bookings/", &token(Role::User, "12"));
-    let (stream, _) =
-        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
-            .await
-            .unwrap();
-    let mut slow = Ws(stream);
+    let mut slow = small_window_rider(&edge).await;
 
     // Far more than the kernel's buffers on both sides of the socket hold, so the
     // edge's own queue must fill.
@@ -341,14 +347,7 @@ async fn a_client_that_stops_reading_shows_in_the_backlog_until_dropped(db: Db) 
     .await;
     let mut service = core.as_(Role::Service, "backend").await;
     trip(&mut service).await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(edge.addr).await.unwrap();
-    let url = edge.url("/regular_user/ws/bookings/", &token(Role::User, "12"));
-    let (_stuck, _) =
-        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
-            .await
-            .unwrap();
+    let _stuck = small_window_rider(&edge).await;
     // The driver moves steadily: a write that completes leaves a frame or two
     // behind, while the socket fills and then takes nothing.
     let moving = tokio::spawn(async move {
