@@ -48,6 +48,19 @@ where
     labels.map(|l| family.get_or_create_owned(&l))
 }
 
+/// Writes one unlabelled gauge read at scrape time (a collector's value).
+///
+/// # Errors
+/// When the text cannot be written.
+pub fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
 /// The standard `process_*` metrics (the names every Prometheus dashboard knows),
 /// read from `/proc/self` at each scrape; nothing where there is no `/proc`.
 #[derive(Debug)]
@@ -85,13 +98,12 @@ impl Collector for Process {
         ];
         for (name, help, value) in counts {
             let Some(value) = value else { continue };
-            let value = i64::try_from(value).unwrap_or(i64::MAX);
-            ConstGauge::new(value).encode(encoder.encode_descriptor(
+            gauge(
+                &mut encoder,
                 name,
                 help,
-                None,
-                MetricType::Gauge,
-            )?)?;
+                i64::try_from(value).unwrap_or(i64::MAX),
+            )?;
         }
         ConstGauge::new(own.start_time_secs).encode(encoder.encode_descriptor(
             "process_start_time_seconds",

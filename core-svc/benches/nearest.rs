@@ -36,7 +36,7 @@ fn registry(n: u64) -> Registry {
             speed_mps: 0.0,
             at: SystemTime::UNIX_EPOCH,
         };
-        r.update_location(&id, at, tokio::time::Instant::now(), |_| ())
+        r.record(&id, at, tokio::time::Instant::now(), true, |_| None::<()>)
             .unwrap();
     }
     r
@@ -68,7 +68,7 @@ fn bench(c: &mut Criterion) {
                 speed_mps: 0.0,
                 at: SystemTime::UNIX_EPOCH,
             };
-            r.update_location(&id, at, tokio::time::Instant::now(), |_| ())
+            r.record(&id, at, tokio::time::Instant::now(), true, |_| None::<()>)
                 .unwrap()
         })
     });

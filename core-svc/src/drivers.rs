@@ -20,7 +20,7 @@ use logi::id::Id;
 
 use crate::error::Error;
 use crate::geo::SpatialIndex;
-use crate::model::{ActiveTrip, Driver, DriverStatus, GeoPoint, Location};
+use crate::model::{Driver, DriverStatus, GeoPoint, Location};
 
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -226,46 +226,12 @@ impl Registry {
             .collect()
     }
 
-    /// Records a position received here and, if the driver is on a trip, runs
-    /// `during_trip` with it while still holding the registry: a trip that ends
-    /// concurrently is applied either before (no call) or after the call's publish,
-    /// never in between. The position is saved behind ([`Registry::take_moved`]).
-    ///
-    /// # Errors
-    /// [`Error::DriverNotFound`] for a driver never registered.
-    pub fn update_location<R>(
-        &self,
-        id: &Id,
-        location: Location,
-        seen: Instant,
-        during_trip: impl FnOnce(&ActiveTrip) -> R,
-    ) -> Result<Recorded<R>, Error> {
-        self.record(id, location, seen, true, |d| {
-            d.active.as_ref().map(during_trip)
-        })
-    }
-
-    /// As [`Registry::update_location`], for a position another replica received
-    /// (and saves).
-    ///
-    /// # Errors
-    /// [`Error::DriverNotFound`] for a driver not known here.
-    pub fn update_location_from_peer<R>(
-        &self,
-        id: &Id,
-        location: Location,
-        seen: Instant,
-        during_trip: impl FnOnce(&ActiveTrip) -> R,
-    ) -> Result<Recorded<R>, Error> {
-        self.record(id, location, seen, false, |d| {
-            d.active.as_ref().map(during_trip)
-        })
-    }
-
-    /// Records a position as [`Registry::update_location`] does (`save`: it was
-    /// received here), running `moved` with the driver as it now stands, still
-    /// holding the registry, so that what `moved` publishes is in the order of the
-    /// driver's changes.
+    /// Records a position and, with `moved`, publishes what it means while still
+    /// holding the registry: a trip that ends concurrently is applied either
+    /// before the call (which then sees no trip) or after its publish, never in
+    /// between, so what `moved` sends is in the order of the driver's changes.
+    /// `save`: it was received here, and is saved behind
+    /// ([`Registry::take_moved`]); another replica saves its own.
     ///
     /// # Errors
     /// [`Error::DriverNotFound`] for a driver not known here.
@@ -341,11 +307,28 @@ impl Registry {
 }
 
 #[cfg(test)]
+impl Registry {
+    /// The tests' shorthand: a position received here, `during_trip` run with the
+    /// driver's trip if it has one.
+    pub fn update_location<R>(
+        &self,
+        id: &Id,
+        location: Location,
+        seen: Instant,
+        during_trip: impl FnOnce(&crate::model::ActiveTrip) -> R,
+    ) -> Result<Recorded<R>, Error> {
+        self.record(id, location, seen, true, |d| {
+            d.active.as_ref().map(during_trip)
+        })
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::model::BookingStatus;
+    use crate::model::{ActiveTrip, BookingStatus};
 
     fn driver(id: &str, status: DriverStatus, vehicle: &str) -> Driver {
         Driver {

@@ -14,14 +14,13 @@
 use std::sync::Arc;
 
 use logi::auth::Role;
-use logi::metrics::handles;
+use logi::metrics::{gauge, handles};
 use logi::pb::event::Kind;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::MetricType;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::attach::Attachments;
@@ -371,24 +370,24 @@ impl Collector for State {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (up, topics) = self.0.state();
         let total = self.0.len();
-        ConstGauge::new(up as i64).encode(encoder.encode_descriptor(
+        gauge(
+            &mut encoder,
             "logi_ws_attachments_up",
             "Attach streams to core-svc that are up",
-            None,
-            MetricType::Gauge,
-        )?)?;
-        ConstGauge::new((total - up) as i64).encode(encoder.encode_descriptor(
+            up as i64,
+        )?;
+        gauge(
+            &mut encoder,
             "logi_ws_attachments_down",
             "Attach streams to core-svc that are connecting or down",
-            None,
-            MetricType::Gauge,
-        )?)?;
-        ConstGauge::new(topics as i64).encode(encoder.encode_descriptor(
+            (total - up) as i64,
+        )?;
+        gauge(
+            &mut encoder,
             "logi_ws_watched_topics",
             "Topics the edge's attachments watch for its apps",
-            None,
-            MetricType::Gauge,
-        )?)?;
+            topics as i64,
+        )?;
         Ok(())
     }
 }

@@ -42,7 +42,7 @@ const WRITE_BUFFER: usize = 8 * 1024;
 /// is closed with 1013 instead of growing this buffer.
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
 /// The same for an operations console (`?fleet=1`): one frame holds the fleet's
-/// snapshot, up to core-svc's 20,000 drivers (about 2.5 MB), and tungstenite
+/// snapshot, up to core-svc's 20,000 drivers (a few MB of JSON), and tungstenite
 /// refuses, and so ends the connection on, any frame larger than its cap.
 const FLEET_MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
 
@@ -211,11 +211,16 @@ async fn scrape(State(edge): State<Edge>) -> Response {
         .into_response()
 }
 
+/// Whether the query turns `name` on (`?name=1` or `?name=true`).
+fn flag(query: &HashMap<String, String>, name: &str) -> bool {
+    matches!(query.get(name).map(String::as_str), Some("1" | "true"))
+}
+
 /// The opt-in resume of `?recover=1` / `?since=<cursor>` (which implies it).
 fn recover_mode(query: Option<&HashMap<String, String>>, topics: usize) -> Option<Recover> {
     let query = query?;
     let since = query.get("since").filter(|s| !s.is_empty());
-    let asked = matches!(query.get("recover").map(String::as_str), Some("1" | "true"));
+    let asked = flag(query, "recover");
     if !asked && since.is_none() {
         return None;
     }
@@ -302,9 +307,7 @@ async fn upgrade(
         .map(String::as_str);
     // The path only: the query holds the token, which is never logged.
     let path = uri.path();
-    let fleet = query
-        .as_ref()
-        .is_ok_and(|q| matches!(q.get("fleet").map(String::as_str), Some("1" | "true")));
+    let fleet = query.as_ref().is_ok_and(|q| flag(q, "fleet"));
     // Only an upgrade is counted as a handshake: plain GETs (a page's preflight,
     // a browser's favicon, scanners) would drown the refusals of real apps.
     let upgrade = handshake::asks_upgrade(&headers);
