@@ -38,7 +38,7 @@ use tonic::{Request, Status, Streaming};
 use crate::close::{self, StreamEnd};
 
 /// The largest message of an event stream the edge takes: a batch with the
-/// fleet's snapshot (up to core-svc's 20,000 drivers, about 2 MB) must fit, with
+/// fleet's snapshot (up to core-svc's 20,000 drivers, a few MB) must fit, with
 /// room for the batch's other events (tonic's default is 4 MiB).
 const MAX_EVENTS_MESSAGE: usize = 16 * 1024 * 1024;
 /// Lifetime of a minted service token; core-svc does not end `service` streams when

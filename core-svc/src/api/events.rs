@@ -64,7 +64,7 @@ struct TopicStart {
     snapshot: Option<pb::Snapshot>,
 }
 
-/// Drivers the `fleet` snapshot lists at most (about 85 bytes each), so that it
+/// Drivers the `fleet` snapshot lists at most, so that it
 /// stays one message an edge takes (see ws-edge's `MAX_EVENTS_MESSAGE`).
 pub const FLEET_SNAPSHOT_DRIVERS: usize = 20_000;
 
